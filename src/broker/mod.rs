@@ -1,0 +1,91 @@
+//! The broker: how events reach this node and how this node publishes.
+//!
+//! One small interface, two implementations: [`memory::MemoryBroker`] (one
+//! node, no dependencies: the embedded default) and [`redis::RedisBroker`]
+//! (many nodes on Redis pub/sub, through fred).
+//!
+//! Guarantees every implementation gives, checked by the conformance suite in
+//! `tests/broker_conformance.rs`:
+//! - an event published to a room reaches every node subscribed to that room
+//!   at that moment, at most once (pub/sub: no history, no retry);
+//! - events of one publisher to one room arrive in publish order;
+//! - `subscribe` resolves only once the subscription is live, so an event
+//!   published after it resolves is delivered;
+//! - the node is subscribed only to rooms it asked for: no pattern
+//!   subscription, so a node receives traffic only for rooms it serves;
+//! - the sink is called from the broker's reader and must not block it.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use crate::room::RoomName;
+
+/// Where the broker hands what it receives. Implemented by the hub.
+pub trait EventSink: Send + Sync + 'static {
+    /// An event payload (DESIGN §4) arrived on `room`'s channel.
+    /// Must return quickly: it runs on the broker's reader.
+    fn deliver(&self, room: &str, payload: Bytes);
+    /// A node-to-node control message arrived (e.g. disconnect a user).
+    fn control(&self, payload: Bytes);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker is unavailable")]
+    Unavailable,
+    #[error("broker did not answer in time")]
+    Timeout,
+    #[error("broker error: {0}")]
+    Backend(String),
+}
+
+pub trait Broker: Send + Sync + 'static {
+    /// Start receiving `room`'s events; resolves once the subscription is live.
+    fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Stop receiving `room`'s events.
+    fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Publish an event payload to every node subscribed to `room`.
+    fn publish<'a>(&'a self, room: &'a RoomName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Send a control message to every node, this one included.
+    fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// True while connected with every requested subscription live.
+    fn is_up(&self) -> bool;
+    /// `memory` or `redis`: the `source` label of received events.
+    fn kind(&self) -> &'static str;
+    /// Disconnect at shutdown.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Channel name of a room.
+pub fn room_channel(prefix: &str, room: &str) -> String {
+    let mut channel = String::with_capacity(prefix.len() + room.len());
+    channel.push_str(prefix);
+    channel.push_str(room);
+    channel
+}
+
+/// The control channel. `$` cannot occur in a room name, so it never
+/// collides with a room's channel.
+pub fn control_channel(prefix: &str) -> String {
+    format!("{prefix}$control")
+}
+
+/// Build the configured broker: Redis when a URL is set, memory otherwise.
+pub async fn from_config(
+    config: &crate::config::Config,
+    sink: Arc<dyn EventSink>,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    match &config.redis.url {
+        Some(url) => Ok(Arc::new(redis::RedisBroker::connect(
+            url.expose(),
+            &config.redis,
+            sink,
+        )?)),
+        None => Ok(Arc::new(memory::MemoryBroker::new(sink))),
+    }
+}

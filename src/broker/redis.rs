@@ -1,0 +1,280 @@
+//! The Redis broker (fred): one SUBSCRIBE per room this node serves, a
+//! second connection to PUBLISH, and a supervisor that re-subscribes every
+//! live room after a reconnect before it reports the broker up again.
+//!
+//! The reader hands each message to the sink and goes on; it never waits
+//! for a socket. If it still falls behind fred's buffer, the lost messages
+//! are counted (`wsgate_messages_dropped_total{reason="broker_lag"}`).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Broker, BrokerError, EventSink, control_channel, room_channel};
+use crate::config::RedisConfig;
+use crate::metrics::Metrics;
+use crate::room::RoomName;
+
+/// Channels per SUBSCRIBE when re-subscribing everything after a reconnect.
+const RESUBSCRIBE_CHUNK: usize = 500;
+/// How often the supervisor looks at the connections.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// Messages fred may buffer for the reader before it reports a lag.
+const MESSAGE_BUFFER: usize = 1 << 16;
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    subscriber: Client,
+    publisher: Client,
+    prefix: String,
+    control: String,
+    /// Channels this node wants: what a reconnect re-subscribes. A std mutex:
+    /// held for a set update or a copy, never across an await.
+    wanted: Mutex<HashSet<String>>,
+    /// Connected, and every wanted channel subscribed.
+    up: AtomicBool,
+    timeout: Duration,
+}
+
+fn backend(err: Error) -> BrokerError {
+    BrokerError::Backend(err.to_string())
+}
+
+impl RedisBroker {
+    /// Create the clients and start connecting in the background: the node
+    /// serves (with `/ready` 503) while Redis is still unreachable.
+    pub fn connect(url: &str, config: &RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self, BrokerError> {
+        let redis_config =
+            Config::from_url(url).map_err(|e| BrokerError::Backend(format!("invalid redis url: {e}")))?;
+        let build = || {
+            Builder::from_config(redis_config.clone())
+                .set_policy(ReconnectPolicy::new_exponential(
+                    0,
+                    config.reconnect_min_ms,
+                    config.reconnect_max_ms,
+                    2,
+                ))
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(2);
+                    c.internal_command_timeout = Duration::from_secs(2);
+                })
+                .with_performance_config(|p| {
+                    p.broadcast_channel_capacity = MESSAGE_BUFFER;
+                })
+                .build()
+                .map_err(backend)
+        };
+        let subscriber = build()?;
+        let publisher = build()?;
+        let shared = Arc::new(Shared {
+            subscriber,
+            publisher,
+            prefix: config.channel_prefix.clone(),
+            control: control_channel(&config.channel_prefix),
+            wanted: Mutex::new(HashSet::new()),
+            up: AtomicBool::new(false),
+            timeout: Duration::from_secs(config.subscribe_timeout_s),
+        });
+        // The reader subscribes to fred's message stream before connecting,
+        // so nothing received on the first connection is missed.
+        tokio::spawn(read_messages(shared.clone(), sink));
+        // The connection tasks run (and reconnect) on their own; their
+        // handles are not needed.
+        drop(shared.subscriber.connect());
+        drop(shared.publisher.connect());
+        tokio::spawn(supervise(shared.clone()));
+        Ok(Self { shared })
+    }
+}
+
+impl Shared {
+    fn wanted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // The set is valid even if a holder panicked; keep serving.
+        self.wanted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connected(&self) -> bool {
+        self.subscriber.is_connected() && self.publisher.is_connected()
+    }
+
+    async fn with_timeout<T>(&self, f: impl Future<Output = Result<T, Error>>) -> Result<T, BrokerError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(result) => result.map_err(backend),
+            Err(_) => Err(BrokerError::Timeout),
+        }
+    }
+
+    /// Subscribe the control channel and every wanted room, in chunks.
+    async fn resubscribe_all(&self) -> Result<usize, BrokerError> {
+        let mut channels: Vec<String> = self.wanted().iter().cloned().collect();
+        channels.push(self.control.clone());
+        let total = channels.len();
+        for chunk in channels.chunks(RESUBSCRIBE_CHUNK) {
+            self.with_timeout(self.subscriber.subscribe(chunk.to_vec())).await?;
+        }
+        Ok(total)
+    }
+}
+
+/// Keep `up` honest: down as soon as a connection is lost, up again only after
+/// every wanted channel is re-subscribed.
+async fn supervise(shared: Arc<Shared>) {
+    let metrics = Metrics::new();
+    metrics.broker_up.set(0.0);
+    let mut reconnects = shared.subscriber.reconnect_rx();
+    let mut resubscribe = true;
+    let mut ever_up = false;
+    loop {
+        if !shared.connected() {
+            if shared.up.swap(false, Ordering::SeqCst) {
+                metrics.broker_up.set(0.0);
+                tracing::warn!("redis connection lost; clients stay connected, reconnecting");
+            }
+            resubscribe = true;
+        } else if resubscribe || !shared.up.load(Ordering::SeqCst) {
+            match shared.resubscribe_all().await {
+                Ok(channels) => {
+                    resubscribe = false;
+                    shared.up.store(true, Ordering::SeqCst);
+                    metrics.broker_up.set(1.0);
+                    if ever_up {
+                        metrics.broker_reconnects.increment(1);
+                        tracing::info!(channels, "redis reconnected; every live room re-subscribed");
+                    } else {
+                        tracing::info!(channels, "redis connected");
+                    }
+                    ever_up = true;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "re-subscribing after connect failed; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            received = reconnects.recv() => match received {
+                Ok(_) | Err(RecvError::Lagged(_)) => resubscribe = true,
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Hand every message to the sink: room events by channel, control messages.
+async fn read_messages(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
+    let mut messages = shared.subscriber.message_rx();
+    loop {
+        match messages.recv().await {
+            Ok(message) => {
+                let Some(payload) = message.value.into_bytes() else {
+                    metrics::counter!(crate::metrics::EVENTS_INVALID).increment(1);
+                    continue;
+                };
+                let channel: &str = &message.channel;
+                if channel == shared.control {
+                    sink.control(payload);
+                } else if let Some(room) = channel.strip_prefix(shared.prefix.as_str()) {
+                    sink.deliver(room, payload);
+                }
+            }
+            Err(RecvError::Lagged(lost)) => {
+                tracing::error!(lost, "redis reader fell behind; events lost");
+                Metrics::messages_dropped("broker_lag", lost);
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            let channel = room_channel(&shared.prefix, room.as_str());
+            shared.wanted().insert(channel.clone());
+            // While down, refuse at once instead of queueing behind the
+            // reconnect; the supervisor re-subscribes the wanted set anyway.
+            let result = if shared.up.load(Ordering::SeqCst) {
+                shared.with_timeout(shared.subscriber.subscribe(channel.clone())).await
+            } else {
+                Err(BrokerError::Unavailable)
+            };
+            if result.is_err() {
+                shared.wanted().remove(&channel);
+            }
+            result
+        }
+        .boxed()
+    }
+
+    fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            let channel = room_channel(&shared.prefix, room.as_str());
+            shared.wanted().remove(&channel);
+            if shared.up.load(Ordering::SeqCst) {
+                shared.with_timeout(shared.subscriber.unsubscribe(channel)).await
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    }
+
+    fn publish<'a>(&'a self, room: &'a RoomName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.publisher.is_connected() {
+                return Err(BrokerError::Unavailable);
+            }
+            let channel = room_channel(&shared.prefix, room.as_str());
+            shared
+                .with_timeout(shared.publisher.publish::<i64, _, _>(channel, payload))
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.publisher.is_connected() {
+                return Err(BrokerError::Unavailable);
+            }
+            shared
+                .with_timeout(shared.publisher.publish::<i64, _, _>(shared.control.clone(), payload))
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::SeqCst)
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let shared = &self.shared;
+            shared.up.store(false, Ordering::SeqCst);
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.subscriber.quit()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.publisher.quit()).await;
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,669 @@
+//! Configuration: the one validated [`Config`] every other module reads.
+//!
+//! Precedence is defaults < TOML file (`--config`) < `WSGATE_*` environment <
+//! CLI flags. Loading ends in [`Config::validate`], so the rest of the node
+//! never sees an unusable value: no key means no start, and the dev-only
+//! secret refuses any address that is not loopback.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A value that must never reach a log line: `Debug` prints `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the one HTTP listener (WebSocket, health, metrics, API).
+    pub listen: String,
+    /// Tracing filter, e.g. `info` or `wsgate=debug,info`.
+    pub log: String,
+    pub log_format: LogFormat,
+    /// Identifies this node in logs, connection ids and `/api/v1` answers.
+    /// Random when unset.
+    pub node_id: Option<String>,
+    /// Connection shards; 0 means one per CPU core.
+    pub shards: usize,
+    pub jwt: JwtConfig,
+    pub redis: RedisConfig,
+    pub ws: WsConfig,
+    pub limits: LimitsConfig,
+    pub shutdown: ShutdownConfig,
+    pub permissions: PermissionsConfig,
+    pub api: ApiConfig,
+    pub tls: TlsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            node_id: None,
+            shards: 0,
+            jwt: JwtConfig::default(),
+            redis: RedisConfig::default(),
+            ws: WsConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            permissions: PermissionsConfig::default(),
+            api: ApiConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HMAC secret (HS256/384/512). Never has a default.
+    pub secret: Option<Secret>,
+    /// A secret for local development only. A node that runs on it refuses
+    /// to bind anything but a loopback address.
+    pub dev_secret: Option<Secret>,
+    /// PEM public key (RSA, EC or Ed25519) for RS*/ES*/EdDSA tokens.
+    pub public_key_file: Option<PathBuf>,
+    /// Allow-list of algorithms. Empty: HS256 with a secret, and the
+    /// algorithm that matches the public key's type.
+    pub algorithms: Vec<String>,
+    /// Accepted `iss` values; unchecked when empty.
+    pub issuer: Vec<String>,
+    /// Accepted `aud` values; unchecked when empty.
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    pub claims: ClaimNames,
+}
+
+/// Names of the claims that carry the identity, for issuers that differ.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimNames {
+    pub sub: String,
+    pub org: String,
+    pub roles: String,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        Self {
+            sub: "sub".into(),
+            org: "org_id".into(),
+            roles: "roles".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`. Unset: the embedded in-memory broker.
+    pub url: Option<Secret>,
+    /// Prefix of every room's channel: room `user:42` is channel `gw:user:42`.
+    pub channel_prefix: String,
+    /// Reconnect back-off bounds, in milliseconds.
+    pub reconnect_min_ms: u32,
+    pub reconnect_max_ms: u32,
+    /// How long a join waits for the broker to confirm a subscription.
+    pub subscribe_timeout_s: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            channel_prefix: "gw:".into(),
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5_000,
+            subscribe_timeout_s: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Time allowed for the `auth` frame when no token came with the upgrade.
+    pub auth_timeout_s: u64,
+    /// Server ping interval; a socket silent for two intervals is closed.
+    pub heartbeat_s: u64,
+    /// Time allowed to send the HTTP request head (slowloris guard).
+    pub handshake_timeout_s: u64,
+    /// Largest inbound frame; larger closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Bytes queued for one socket before it is closed as a slow consumer (4009).
+    pub send_queue_bytes: usize,
+    /// A write that makes no progress for this long marks a slow consumer.
+    pub write_timeout_s: u64,
+    /// Browser origins allowed to connect (exact `scheme://host[:port]`, or
+    /// `*`). Empty: any origin. Requests without `Origin` (non-browsers) pass.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout_s: 5,
+            heartbeat_s: 25,
+            handshake_timeout_s: 10,
+            max_frame_bytes: 64 * 1024,
+            send_queue_bytes: 1024 * 1024,
+            write_timeout_s: 10,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Rooms one connection may be in, the token's own rooms included.
+    pub max_rooms_per_connection: usize,
+    /// Sockets one user may hold on one node; 0 is unlimited.
+    pub max_connections_per_user: usize,
+    /// Inbound frames per second per connection (token bucket refill rate).
+    pub client_rate: f64,
+    /// Inbound frames a connection may send in one burst.
+    pub client_burst: f64,
+    /// Frames refused for rate within 10 s before the socket is closed (4008).
+    pub client_max_violations: u32,
+    /// WebSocket handshakes per second from one IP address; 0 is unlimited.
+    pub handshakes_per_ip: f64,
+    pub handshake_burst_per_ip: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_rooms_per_connection: 100,
+            max_connections_per_user: 0,
+            client_rate: 50.0,
+            client_burst: 100.0,
+            client_max_violations: 20,
+            handshakes_per_ip: 0.0,
+            handshake_burst_per_ip: 50.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Sockets are closed with 1012 spread over this many seconds.
+    pub drain_s: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_s: 10 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PermissionsConfig {
+    /// Role name → permissions such as `orders:read`, `orders:*`, `*`.
+    pub roles: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Keys accepted as `Authorization: Bearer <key>` on `/api/v1`. None: the
+    /// server API answers 401 to everyone.
+    pub keys: Vec<Secret>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Why the configuration cannot be used. The process exits with 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.into(),
+        message: message.into(),
+    }
+}
+
+/// Values given on the command line: the last word on precedence.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+impl Config {
+    /// Load defaults, then the file, then the environment, then `overrides`,
+    /// and validate the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        if let Some(listen) = &overrides.listen {
+            config.listen = listen.clone();
+        }
+        if let Some(url) = &overrides.redis_url {
+            config.redis.url = Some(Secret::new(url.clone()));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Apply every `WSGATE_*` variable this node knows; see [`ENV_VARS`].
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        for (name, apply) in ENV_VARS {
+            if let Some(value) = env.get(*name) {
+                apply(self, value.trim()).map_err(|message| invalid(name, message))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse a configuration the node cannot run safely with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen = self.listen_addr()?;
+        let has_real_key = self.jwt.secret.is_some() || self.jwt.public_key_file.is_some();
+        if !has_real_key {
+            match &self.jwt.dev_secret {
+                None => {
+                    return Err(invalid(
+                        "jwt",
+                        "no token key configured: set WSGATE_JWT_SECRET or \
+                         WSGATE_JWT_PUBLIC_KEY_FILE (or use config/dev.toml for local development)",
+                    ));
+                }
+                Some(_) if !listen.ip().is_loopback() => {
+                    return Err(invalid(
+                        "listen",
+                        format!(
+                            "{listen} is not a loopback address, and jwt.dev_secret is for local \
+                             development only: configure a real key to listen on other addresses"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, secret) in [
+            ("jwt.secret", &self.jwt.secret),
+            ("jwt.dev_secret", &self.jwt.dev_secret),
+        ] {
+            if secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+                return Err(invalid(name, "must not be empty"));
+            }
+        }
+        if self.api.keys.iter().any(|k| k.expose().len() < 16) {
+            return Err(invalid("api.keys", "every API key needs at least 16 characters"));
+        }
+        if !self.redis.channel_prefix.is_ascii() || self.redis.channel_prefix.contains(char::is_whitespace) {
+            return Err(invalid("redis.channel_prefix", "must be ASCII without spaces"));
+        }
+        for (name, value) in [
+            ("ws.heartbeat_s", self.ws.heartbeat_s),
+            ("ws.auth_timeout_s", self.ws.auth_timeout_s),
+            ("ws.handshake_timeout_s", self.ws.handshake_timeout_s),
+            ("ws.write_timeout_s", self.ws.write_timeout_s),
+            ("redis.subscribe_timeout_s", self.redis.subscribe_timeout_s),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        if self.ws.max_frame_bytes < 256 {
+            return Err(invalid("ws.max_frame_bytes", "must be at least 256"));
+        }
+        if self.ws.send_queue_bytes < self.ws.max_frame_bytes {
+            return Err(invalid("ws.send_queue_bytes", "must be at least ws.max_frame_bytes"));
+        }
+        if self.limits.max_rooms_per_connection == 0 {
+            return Err(invalid("limits.max_rooms_per_connection", "must be at least 1"));
+        }
+        if !(self.limits.client_rate > 0.0 && self.limits.client_burst >= 1.0) {
+            return Err(invalid(
+                "limits.client_rate",
+                "client_rate must be positive and client_burst at least 1",
+            ));
+        }
+        if self.limits.handshakes_per_ip < 0.0 || self.limits.handshake_burst_per_ip < 1.0 {
+            return Err(invalid(
+                "limits.handshakes_per_ip",
+                "must be 0 (off) or positive, with handshake_burst_per_ip at least 1",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid("tls", "set both cert_file and key_file, or neither"));
+        }
+        if self.redis.reconnect_min_ms == 0 || self.redis.reconnect_max_ms < self.redis.reconnect_min_ms {
+            return Err(invalid(
+                "redis.reconnect_min_ms",
+                "need 0 < reconnect_min_ms <= reconnect_max_ms",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("'{}' is not an ip:port address", self.listen)))
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.ws.heartbeat_s)
+    }
+
+    /// True when the node runs on the dev-only secret.
+    pub fn is_dev(&self) -> bool {
+        self.jwt.secret.is_none() && self.jwt.public_key_file.is_none() && self.jwt.dev_secret.is_some()
+    }
+}
+
+type EnvSetter = fn(&mut Config, &str) -> Result<(), String>;
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("'{value}' is not a number"))
+}
+
+/// Every environment variable the node reads, with where it lands. The
+/// first seven are the contract names of DESIGN §6.
+pub const ENV_VARS: &[(&str, EnvSetter)] = &[
+    ("WSGATE_LISTEN", |c, v| {
+        c.listen = v.into();
+        Ok(())
+    }),
+    ("WSGATE_REDIS_URL", |c, v| {
+        c.redis.url = (!v.is_empty()).then(|| Secret::new(v));
+        Ok(())
+    }),
+    ("WSGATE_JWT_SECRET", |c, v| {
+        c.jwt.secret = (!v.is_empty()).then(|| Secret::new(v));
+        Ok(())
+    }),
+    ("WSGATE_JWT_PUBLIC_KEY_FILE", |c, v| {
+        c.jwt.public_key_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        Ok(())
+    }),
+    ("WSGATE_API_KEYS", |c, v| {
+        c.api.keys = list(v).into_iter().map(Secret::new).collect();
+        Ok(())
+    }),
+    ("WSGATE_LOG", |c, v| {
+        c.log = v.into();
+        Ok(())
+    }),
+    ("WSGATE_LOG_FORMAT", |c, v| {
+        c.log_format = match v {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(format!("'{other}' is not text or json")),
+        };
+        Ok(())
+    }),
+    ("WSGATE_NODE_ID", |c, v| {
+        c.node_id = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
+    ("WSGATE_JWT_ALGORITHMS", |c, v| {
+        c.jwt.algorithms = list(v);
+        Ok(())
+    }),
+    ("WSGATE_JWT_ISSUER", |c, v| {
+        c.jwt.issuer = list(v);
+        Ok(())
+    }),
+    ("WSGATE_JWT_AUDIENCE", |c, v| {
+        c.jwt.audience = list(v);
+        Ok(())
+    }),
+    ("WSGATE_REDIS_CHANNEL_PREFIX", |c, v| {
+        c.redis.channel_prefix = v.into();
+        Ok(())
+    }),
+    ("WSGATE_HEARTBEAT_S", |c, v| {
+        c.ws.heartbeat_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_AUTH_TIMEOUT_S", |c, v| {
+        c.ws.auth_timeout_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_ALLOWED_ORIGINS", |c, v| {
+        c.ws.allowed_origins = list(v);
+        Ok(())
+    }),
+    ("WSGATE_SEND_QUEUE_BYTES", |c, v| {
+        c.ws.send_queue_bytes = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_MAX_FRAME_BYTES", |c, v| {
+        c.ws.max_frame_bytes = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_MAX_CONNECTIONS_PER_USER", |c, v| {
+        c.limits.max_connections_per_user = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_MAX_ROOMS_PER_CONNECTION", |c, v| {
+        c.limits.max_rooms_per_connection = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_CLIENT_RATE", |c, v| {
+        c.limits.client_rate = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_CLIENT_BURST", |c, v| {
+        c.limits.client_burst = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_CLIENT_MAX_VIOLATIONS", |c, v| {
+        c.limits.client_max_violations = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_HANDSHAKES_PER_IP", |c, v| {
+        c.limits.handshakes_per_ip = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_HANDSHAKE_BURST_PER_IP", |c, v| {
+        c.limits.handshake_burst_per_ip = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_HANDSHAKE_TIMEOUT_S", |c, v| {
+        c.ws.handshake_timeout_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_WRITE_TIMEOUT_S", |c, v| {
+        c.ws.write_timeout_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_DRAIN_S", |c, v| {
+        c.shutdown.drain_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_SHARDS", |c, v| {
+        c.shards = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_TLS_CERT_FILE", |c, v| {
+        c.tls.cert_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        Ok(())
+    }),
+    ("WSGATE_TLS_KEY_FILE", |c, v| {
+        c.tls.key_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        Ok(())
+    }),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_key() {
+        let err = Config::load(None, &env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("WSGATE_JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn environment_alone_is_enough() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("WSGATE_LISTEN", "127.0.0.1:9000"),
+                ("WSGATE_JWT_SECRET", "s3cret-from-env"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.jwt.secret.unwrap().expose(), "s3cret-from-env");
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let mut config = Config::from_toml("listen = \"127.0.0.1:1\"\n[jwt]\nsecret = \"from-file\"").unwrap();
+        assert_eq!(config.listen, "127.0.0.1:1");
+        config.apply_env(&env(&[("WSGATE_LISTEN", "127.0.0.1:2")])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2");
+        assert_eq!(config.jwt.secret.as_ref().unwrap().expose(), "from-file");
+
+        let dir = std::env::temp_dir().join(format!("wsgate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[jwt]\nsecret = \"from-file\"").unwrap();
+        let loaded = Config::load(
+            Some(&path),
+            &env(&[("WSGATE_LISTEN", "127.0.0.1:2")]),
+            &Overrides {
+                listen: Some("127.0.0.1:3".into()),
+                redis_url: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(loaded.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn dev_secret_refuses_non_loopback() {
+        let config = Config::from_toml("listen = \"0.0.0.0:8080\"\n[jwt]\ndev_secret = \"dev\"").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let config = Config::from_toml("listen = \"127.0.0.1:8080\"\n[jwt]\ndev_secret = \"dev\"").unwrap();
+        config.validate().unwrap();
+        assert!(config.is_dev());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("[jwt]\nsecrte = \"x\"").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_toml("[jwt]\nsecret = \"hunter2-hunter2\"").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let err = Config::load(
+            None,
+            &env(&[("WSGATE_JWT_SECRET", "x"), ("WSGATE_HEARTBEAT_S", "soon")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("WSGATE_HEARTBEAT_S"), "{err}");
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dev = Config::from_file(&root.join("config/dev.toml")).unwrap();
+        dev.validate().unwrap();
+        assert!(dev.is_dev());
+        let prod = Config::from_file(&root.join("config/production.toml")).unwrap();
+        assert!(prod.jwt.secret.is_none() && prod.jwt.dev_secret.is_none());
+        // Production carries no key: it must be given by the environment.
+        assert!(prod.validate().is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! The node: everything a request or a session needs, built once from the
+//! validated config and shared as `Arc<Gateway>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::Verifier;
+use crate::broker::{self, Broker, BrokerError};
+use crate::config::{Config, Secret};
+use crate::hub::subscriptions::Subscriptions;
+use crate::hub::{Connection, Control, Hub};
+use crate::limits::IpRateLimiter;
+use crate::permissions::Permissions;
+use crate::protocol::BackendEvent;
+use crate::room::RoomName;
+use crate::shutdown::Shutdown;
+
+/// tungstenite's read buffer, allocated for every socket: small, because
+/// client frames are small (a larger frame grows it for that read only).
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Bytes tungstenite collects before it writes to the socket; a batch is
+/// flushed as a whole anyway.
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+
+pub struct Gateway {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub permissions: Permissions,
+    pub hub: Arc<Hub>,
+    pub subscriptions: Subscriptions,
+    pub shutdown: Shutdown,
+    pub prometheus: Option<PrometheusHandle>,
+    pub handshake_limiter: Option<IpRateLimiter>,
+    pub ws_config: WebSocketConfig,
+}
+
+impl Gateway {
+    /// Build the node from a validated config; connects the broker in the
+    /// background.
+    pub async fn new(config: Config, prometheus: Option<PrometheusHandle>) -> Result<Arc<Self>, String> {
+        let verifier = Verifier::from_config(&config.jwt)?;
+        let permissions = Permissions::from_config(&config.permissions.roles)?;
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
+        let shards = match config.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let broker_kind = if config.redis.url.is_some() { "redis" } else { "memory" };
+        let hub = Arc::new(Hub::new(
+            node_id,
+            shards,
+            config.ws.send_queue_bytes,
+            config.limits.max_connections_per_user,
+            broker_kind,
+        ));
+        let broker = broker::from_config(&config, hub.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let handshake_limiter = (config.limits.handshakes_per_ip > 0.0)
+            .then(|| IpRateLimiter::new(config.limits.handshakes_per_ip, config.limits.handshake_burst_per_ip));
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_message_size(Some(config.ws.max_frame_bytes))
+            .max_frame_size(Some(config.ws.max_frame_bytes));
+        Ok(Arc::new(Self {
+            verifier,
+            permissions,
+            hub,
+            subscriptions: Subscriptions::new(broker),
+            shutdown: Shutdown::new(),
+            prometheus,
+            handshake_limiter,
+            ws_config,
+            config,
+        }))
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        self.subscriptions.broker()
+    }
+
+    /// Ready for traffic: broker connected and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_draining() && self.broker().is_up()
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        self.config.heartbeat()
+    }
+
+    /// Join `conn` to `room`: live on the broker first, then a member here,
+    /// so no event published after this returns is missed.
+    pub async fn join(&self, conn: &Arc<Connection>, room: &RoomName) -> Result<(), BrokerError> {
+        self.subscriptions.acquire(room).await?;
+        self.hub.add_member(room, conn);
+        Ok(())
+    }
+
+    /// Leave one room; false if `conn` was not in it.
+    pub async fn leave(&self, conn: &Connection, room: &RoomName) -> bool {
+        let was_member = self.hub.leave(room, conn);
+        if was_member {
+            self.subscriptions.release(room).await;
+        }
+        was_member
+    }
+
+    /// Publish an event to a room through the broker (every node).
+    pub async fn publish(&self, room: &RoomName, event: &BackendEvent<'_>) -> Result<(), BrokerError> {
+        self.broker().publish(room, Bytes::from(event.to_payload())).await
+    }
+
+    /// Close every socket of `user` on every node.
+    pub async fn disconnect_user(&self, user: &str, reason: &str) -> Result<(), BrokerError> {
+        let control = Control::Disconnect {
+            user: user.to_string(),
+            reason: reason.to_string(),
+        };
+        let payload = serde_json::to_vec(&control).map_err(|e| BrokerError::Backend(e.to_string()))?;
+        self.broker().publish_control(Bytes::from(payload)).await
+    }
+
+    /// Whether `key` is one of the configured API keys (constant time).
+    pub fn api_key_valid(&self, key: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let keys: &[Secret] = &self.config.api.keys;
+        // Compare against every key so the time does not tell which matched.
+        keys.iter().fold(false, |found, k| {
+            found | bool::from(k.expose().as_bytes().ct_eq(key.as_bytes()))
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! HTTP on the one listener: routing, JSON responses and the headers every
+//! response carries.
+//!
+//! - [`upgrade`]: `GET /v1/ws`, every check that happens before the upgrade.
+//! - [`ops`]: `/health`, `/ready`, `/metrics`.
+//! - [`api`]: the versioned server API under `/api/v1/`.
+
+pub mod api;
+pub mod ops;
+pub mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::gateway::Gateway;
+
+pub type Body = Full<Bytes>;
+
+/// Route one request. Never fails: every error is a response.
+pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    let mut response = match (req.method(), path) {
+        (&Method::GET, "/v1/ws") => upgrade::handle(gw, req, remote),
+        (&Method::GET, "/health") => ops::health(),
+        (&Method::GET, "/ready") => ops::ready(&gw),
+        (&Method::GET, "/metrics") => ops::metrics(&gw),
+        (_, p) if p.starts_with("/api/v1/") || p == "/api/v1" => api::handle(gw, req).await,
+        (_, "/v1/ws" | "/health" | "/ready" | "/metrics") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => with_type(status, "application/json", body),
+        Err(_) => with_type(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            br#"{"error":{"code":"internal","message":"cannot encode the response"}}"#.to_vec(),
+        ),
+    }
+}
+
+/// `{"error":{"code":..,"message":..}}` with a status.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

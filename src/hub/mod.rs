@@ -1,0 +1,352 @@
+//! The hub: every live connection of this node, sharded, each shard with its
+//! members of each room in a concurrent map, and the fan-out of events.
+//!
+//! - [`connection`]: one connection's handle and bounded send queue.
+//! - [`subscriptions`]: node-wide member counts per room and the broker
+//!   subscribe/unsubscribe that follow the first join and the last leave.
+//!
+//! Fan-out encodes an event's client frame once and pushes the same
+//! refcounted bytes to every member, shard by shard, without awaiting and
+//! without a global lock: a push takes only the recipient's queue lock.
+
+pub mod connection;
+pub mod subscriptions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use metrics::Counter;
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::broker::EventSink;
+use crate::close::CloseReason;
+use crate::metrics::Metrics;
+use crate::protocol::{BackendEvent, encode_event};
+use crate::room::RoomName;
+pub use connection::{ConnId, Connection, Pushed, Queued};
+
+/// Members of one room within one shard: id beside handle, so a leave scans
+/// a dense array without touching every connection.
+type Members = Vec<(ConnId, Arc<Connection>)>;
+
+struct Shard {
+    rooms: DashMap<RoomName, Members>,
+}
+
+/// A node-to-node control message, sent through the broker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Close every socket of `user` on every node with 4001.
+    Disconnect { user: String, reason: String },
+}
+
+/// Why a connection could not be registered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooManyConnections;
+
+pub struct Hub {
+    node_id: String,
+    shards: Box<[Shard]>,
+    /// Every connection of each user on this node: the per-user limit, the
+    /// API's listing and the disconnect command read it.
+    users: DashMap<Arc<str>, Vec<Arc<Connection>>>,
+    next_id: AtomicU64,
+    queue_limit: usize,
+    max_per_user: usize,
+    metrics: Metrics,
+    received: Counter,
+    /// Rate-limits the warning about invalid payloads to one a second.
+    last_invalid_log: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(
+        node_id: String,
+        shards: usize,
+        queue_limit: usize,
+        max_per_user: usize,
+        broker_kind: &'static str,
+    ) -> Self {
+        let shards = shards.max(1);
+        Self {
+            node_id,
+            shards: (0..shards).map(|_| Shard { rooms: DashMap::new() }).collect(),
+            users: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            queue_limit,
+            max_per_user,
+            metrics: Metrics::new(),
+            received: Metrics::events_received(broker_kind),
+            last_invalid_log: AtomicU64::new(0),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn shard(&self, id: ConnId) -> &Shard {
+        // `shards` is never empty (see `new`).
+        &self.shards[(id % self.shards.len() as u64) as usize]
+    }
+
+    /// The id clients and the API see: node id and local id.
+    pub fn external_id(&self, id: ConnId) -> String {
+        format!("{}-{id:x}", self.node_id)
+    }
+
+    /// The local id of an external id, if it belongs to this node.
+    pub fn local_id(&self, external: &str) -> Option<ConnId> {
+        let hex = external.strip_prefix(self.node_id.as_str())?.strip_prefix('-')?;
+        u64::from_str_radix(hex, 16).ok()
+    }
+
+    /// Register a new authenticated connection, enforcing the per-user limit.
+    pub fn register(&self, user_id: Arc<str>, remote: SocketAddr) -> Result<Arc<Connection>, TooManyConnections> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Connection::new(id, user_id.clone(), remote, self.queue_limit));
+        let mut entry = self.users.entry(user_id).or_default();
+        if self.max_per_user > 0 && entry.len() >= self.max_per_user {
+            return Err(TooManyConnections);
+        }
+        entry.push(conn.clone());
+        drop(entry);
+        self.metrics.connections.increment(1.0);
+        self.metrics.connections_opened.increment(1);
+        Ok(conn)
+    }
+
+    /// Remove a connection from the user index and from every room of its
+    /// shard; returns the rooms it was in, for the broker-side release.
+    pub fn unregister(&self, conn: &Connection) -> Vec<RoomName> {
+        let rooms = conn.take_rooms();
+        for room in &rooms {
+            self.remove_member(room, conn);
+        }
+        if let dashmap::Entry::Occupied(mut entry) = self.users.entry(conn.user_id.clone()) {
+            entry.get_mut().retain(|c| c.id != conn.id);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+        self.metrics.connections.decrement(1.0);
+        rooms
+    }
+
+    /// Make `conn` a member of `room` on its shard. The caller has made the
+    /// room live on the broker first.
+    pub fn add_member(&self, room: &RoomName, conn: &Arc<Connection>) {
+        self.shard(conn.id)
+            .rooms
+            .entry(room.clone())
+            .or_default()
+            .push((conn.id, conn.clone()));
+        conn.add_room(room.clone());
+    }
+
+    /// Remove `conn` from `room`; false if it was not a member.
+    pub fn leave(&self, room: &RoomName, conn: &Connection) -> bool {
+        if conn.remove_room(room) {
+            self.remove_member(room, conn);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn remove_member(&self, room: &RoomName, conn: &Connection) {
+        let shard = self.shard(conn.id);
+        let now_empty = match shard.rooms.get_mut(room) {
+            Some(mut members) => {
+                if let Some(at) = members.iter().position(|(id, _)| *id == conn.id) {
+                    members.swap_remove(at);
+                }
+                members.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            shard.rooms.remove_if(room, |_, members| members.is_empty());
+        }
+    }
+
+    /// Push one encoded frame to every member of `room` on this node,
+    /// except `skip`. Returns the number of sockets it was queued for.
+    pub fn fan_out(&self, room: &str, frame: &Utf8Bytes, skip: Option<ConnId>, received_at: Instant) -> usize {
+        let mut queued = 0;
+        for shard in self.shards.iter() {
+            let Some(members) = shard.rooms.get(room) else {
+                continue;
+            };
+            for (id, conn) in members.iter() {
+                if Some(*id) == skip {
+                    continue;
+                }
+                match conn.push(frame.clone(), Some(received_at)) {
+                    Pushed::Queued => queued += 1,
+                    Pushed::Overflowed => self.metrics.dropped_slow_consumer.increment(1),
+                    Pushed::Closed => {}
+                }
+            }
+        }
+        queued
+    }
+
+    /// This node's connections of one user.
+    pub fn user_connections(&self, user: &str) -> Vec<Arc<Connection>> {
+        self.users.get(user).map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Close every socket of `user` on this node; returns how many.
+    pub fn disconnect_user(&self, user: &str, reason: &str) -> usize {
+        let conns = self.user_connections(user);
+        for conn in &conns {
+            conn.close(CloseReason::Disconnected(reason.to_string()));
+        }
+        conns.len()
+    }
+
+    /// Ask every connection to close (shutdown), without waiting.
+    pub fn close_all(&self, reason: CloseReason) {
+        for entry in self.users.iter() {
+            for conn in entry.value() {
+                conn.close(reason.clone());
+            }
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.users.iter().map(|e| e.value().len()).sum()
+    }
+
+    fn log_invalid(&self, room: &str, error: &str) {
+        let now = connection::unix_now();
+        let last = self.last_invalid_log.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_invalid_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                room,
+                error,
+                "dropped an invalid event payload (logged at most once a second)"
+            );
+        } else {
+            tracing::debug!(room, error, "dropped an invalid event payload");
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, room: &str, payload: Bytes) {
+        let received_at = Instant::now();
+        self.received.increment(1);
+        let event = match BackendEvent::parse(&payload) {
+            Ok(event) => event,
+            Err(error) => {
+                self.metrics.events_invalid.increment(1);
+                self.log_invalid(room, &error);
+                return;
+            }
+        };
+        let skip = event.skip.as_deref().and_then(|s| self.local_id(s));
+        let frame = encode_event(room, &event);
+        self.fan_out(room, &frame, skip, received_at);
+    }
+
+    fn control(&self, payload: Bytes) {
+        match serde_json::from_slice::<Control>(&payload) {
+            Ok(Control::Disconnect { user, reason }) => {
+                let closed = self.disconnect_user(&user, &reason);
+                tracing::info!(user_id = %user, closed, "disconnect command");
+            }
+            Err(error) => tracing::warn!(%error, "ignored an invalid control message"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        Hub::new("n1".into(), 4, 1 << 20, 2, "memory")
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    fn drain(conn: &Connection) -> Vec<String> {
+        let mut batch = Vec::new();
+        let _ = conn.drain(&mut batch);
+        batch.iter().map(|q| q.frame.to_string()).collect()
+    }
+
+    #[test]
+    fn events_reach_members_only_and_respect_skip() {
+        let hub = hub();
+        let room = RoomName::new("user:42").unwrap();
+        let a = hub.register("42".into(), addr()).unwrap();
+        let b = hub.register("42".into(), addr()).unwrap();
+        let other = hub.register("43".into(), addr()).unwrap();
+        hub.add_member(&room, &a);
+        hub.add_member(&room, &b);
+        hub.deliver("user:42", Bytes::from_static(br#"{"event":"e","data":1}"#));
+        assert_eq!(drain(&a).len(), 1);
+        assert_eq!(drain(&b).len(), 1);
+        assert!(drain(&other).is_empty());
+
+        let skip = format!(r#"{{"event":"e","skip":"{}"}}"#, hub.external_id(a.id));
+        hub.deliver("user:42", Bytes::from(skip));
+        assert!(drain(&a).is_empty());
+        assert_eq!(drain(&b).len(), 1);
+    }
+
+    #[test]
+    fn per_user_limit_and_unregister() {
+        let hub = hub();
+        let a = hub.register("7".into(), addr()).unwrap();
+        let _b = hub.register("7".into(), addr()).unwrap();
+        assert!(matches!(hub.register("7".into(), addr()), Err(TooManyConnections)));
+        let room = RoomName::new("org:x").unwrap();
+        hub.add_member(&room, &a);
+        assert_eq!(hub.unregister(&a), vec![room.clone()]);
+        assert_eq!(
+            hub.fan_out("org:x", &Utf8Bytes::from_static("x"), None, Instant::now()),
+            0
+        );
+        assert!(hub.register("7".into(), addr()).is_ok());
+    }
+
+    #[test]
+    fn control_disconnect_closes_the_users_sockets() {
+        let hub = hub();
+        let a = hub.register("9".into(), addr()).unwrap();
+        let b = hub.register("10".into(), addr()).unwrap();
+        hub.control(Bytes::from_static(
+            br#"{"type":"disconnect","user":"9","reason":"banned"}"#,
+        ));
+        assert_eq!(a.closing(), Some(CloseReason::Disconnected("banned".into())));
+        assert_eq!(b.closing(), None);
+    }
+
+    #[test]
+    fn external_ids_round_trip() {
+        let hub = hub();
+        assert_eq!(hub.local_id(&hub.external_id(255)), Some(255));
+        assert_eq!(hub.local_id("other-ff"), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Metric names (DESIGN §7) in one place, their descriptions, and the
+//! Prometheus recorder behind `/metrics`.
+//!
+//! Labels are bounded sets (reasons, frame types, sources), never user ids or
+//! room names. Hot-path handles are resolved once and cached in [`Metrics`].
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "wsgate_connections";
+pub const CONNECTIONS_OPENED: &str = "wsgate_connections_opened_total";
+pub const CONNECTIONS_CLOSED: &str = "wsgate_connections_closed_total";
+pub const AUTH_FAILURES: &str = "wsgate_auth_failures_total";
+pub const ROOMS: &str = "wsgate_rooms";
+pub const EVENTS_RECEIVED: &str = "wsgate_events_received_total";
+pub const EVENTS_INVALID: &str = "wsgate_events_invalid_total";
+pub const EVENTS_PUBLISHED: &str = "wsgate_events_published_total";
+pub const MESSAGES_DELIVERED: &str = "wsgate_messages_delivered_total";
+pub const MESSAGES_DROPPED: &str = "wsgate_messages_dropped_total";
+pub const DELIVERY_LATENCY: &str = "wsgate_delivery_latency_seconds";
+pub const BROKER_UP: &str = "wsgate_broker_up";
+pub const BROKER_RECONNECTS: &str = "wsgate_broker_reconnects_total";
+pub const CLIENT_FRAMES: &str = "wsgate_client_frames_total";
+pub const RATE_LIMITED: &str = "wsgate_rate_limited_total";
+pub const HANDSHAKES_REFUSED: &str = "wsgate_handshakes_refused_total";
+pub const COMMAND_ERRORS: &str = "wsgate_command_errors_total";
+pub const API_REQUESTS: &str = "wsgate_api_requests_total";
+
+/// Install the global Prometheus recorder once; later calls return the same handle.
+pub fn install() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(DELIVERY_LATENCY.into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Keep histograms bounded in memory: the exporter drains samples on upkeep.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+fn describe() {
+    describe_gauge!(CONNECTIONS, "Authenticated WebSocket connections open on this node.");
+    describe_counter!(CONNECTIONS_OPENED, "Connections authenticated and registered.");
+    describe_counter!(CONNECTIONS_CLOSED, "Connections closed, by reason.");
+    describe_counter!(AUTH_FAILURES, "Refused tokens and handshakes, by reason.");
+    describe_gauge!(ROOMS, "Rooms with at least one member on this node.");
+    describe_counter!(EVENTS_RECEIVED, "Events received from the broker, by broker kind.");
+    describe_counter!(EVENTS_INVALID, "Broker payloads dropped as invalid.");
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events published by this node, by source (api, client)."
+    );
+    describe_counter!(MESSAGES_DELIVERED, "Event frames written to sockets.");
+    describe_counter!(MESSAGES_DROPPED, "Event frames not delivered, by reason.");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        "Seconds from broker receipt to socket write (oldest frame of each write)."
+    );
+    describe_gauge!(
+        BROKER_UP,
+        "1 when the broker is connected and every live room is subscribed."
+    );
+    describe_counter!(BROKER_RECONNECTS, "Broker reconnections.");
+    describe_counter!(CLIENT_FRAMES, "Frames received from clients, by type.");
+    describe_counter!(RATE_LIMITED, "Client frames refused by the per-connection rate limit.");
+    describe_counter!(
+        HANDSHAKES_REFUSED,
+        "Upgrade requests refused before the upgrade, by reason."
+    );
+    describe_counter!(COMMAND_ERRORS, "Error replies sent to clients, by code.");
+    describe_counter!(API_REQUESTS, "Server API requests, by endpoint and status class.");
+}
+
+/// Handles used on hot paths, resolved once.
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_opened: Counter,
+    pub rooms: Gauge,
+    pub events_invalid: Counter,
+    pub messages_delivered: Counter,
+    pub dropped_slow_consumer: Counter,
+    pub delivery_latency: Histogram,
+    pub broker_up: Gauge,
+    pub broker_reconnects: Counter,
+    pub rate_limited: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            connections: gauge!(CONNECTIONS),
+            connections_opened: counter!(CONNECTIONS_OPENED),
+            rooms: gauge!(ROOMS),
+            events_invalid: counter!(EVENTS_INVALID),
+            messages_delivered: counter!(MESSAGES_DELIVERED),
+            dropped_slow_consumer: counter!(MESSAGES_DROPPED, "reason" => "slow_consumer"),
+            delivery_latency: histogram!(DELIVERY_LATENCY),
+            broker_up: gauge!(BROKER_UP),
+            broker_reconnects: counter!(BROKER_RECONNECTS),
+            rate_limited: counter!(RATE_LIMITED),
+        }
+    }
+
+    pub fn connection_closed(reason: &'static str) {
+        counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+    }
+
+    pub fn auth_failure(reason: &'static str) {
+        counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+    }
+
+    pub fn events_received(source: &'static str) -> Counter {
+        counter!(EVENTS_RECEIVED, "source" => source)
+    }
+
+    pub fn events_published(source: &'static str) {
+        counter!(EVENTS_PUBLISHED, "source" => source).increment(1);
+    }
+
+    pub fn client_frame(kind: &'static str) {
+        counter!(CLIENT_FRAMES, "type" => kind).increment(1);
+    }
+
+    pub fn handshake_refused(reason: &'static str) {
+        counter!(HANDSHAKES_REFUSED, "reason" => reason).increment(1);
+    }
+
+    pub fn command_error(code: &'static str) {
+        counter!(COMMAND_ERRORS, "code" => code).increment(1);
+    }
+
+    pub fn messages_dropped(reason: &'static str, count: u64) {
+        counter!(MESSAGES_DROPPED, "reason" => reason).increment(count);
+    }
+
+    pub fn api_request(endpoint: &'static str, status: u16) {
+        let class = match status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        counter!(API_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

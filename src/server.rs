@@ -1,0 +1,129 @@
+//! The listener: accept TCP connections, serve HTTP/1.1 on each (with
+//! upgrades), and run the node until a signal drains it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use crate::close::CloseReason;
+use crate::gateway::Gateway;
+use crate::http;
+use crate::tls::TlsAcceptor;
+
+/// After the drain window, how long sessions get to finish their close.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accept connections until the process ends. Errors are logged and the
+/// loop goes on.
+pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        // Small frames must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(gw, stream, remote).await,
+                Some(tls) => match tls.accept(stream, gw.config.ws.handshake_timeout_s).await {
+                    Ok(stream) => serve_connection(gw, stream, remote).await,
+                    Err(error) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(gw: Arc<Gateway>, stream: S, remote: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake_timeout = Duration::from_secs(gw.config.ws.handshake_timeout_s);
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, Infallible>(http::route(gw, req, remote).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%remote, %error, "http connection ended with an error");
+    }
+}
+
+/// Bind, serve, and on SIGTERM/SIGINT drain: `/ready` 503 at once, no new
+/// sockets, every socket closed with 1012 spread over `drain_s`, then the
+/// broker closed.
+pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
+    let addr = gw.config.listen_addr().map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = match (&gw.config.tls.cert_file, &gw.config.tls.key_file) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from_files(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        addr = %local,
+        node_id = gw.hub.node_id(),
+        broker = gw.broker().kind(),
+        dev = gw.config.is_dev(),
+        "wsgate listening"
+    );
+    // A stable line on stdout for scripts and tests that start the node on port 0.
+    println!("wsgate listening on {scheme}://{local}");
+    if gw.handshake_limiter.is_some() {
+        tokio::spawn(sweep_handshake_limiter(gw.clone()));
+    }
+    tokio::spawn(accept_loop(gw.clone(), listener, tls));
+
+    crate::shutdown::signal().await;
+    let drain = Duration::from_secs(gw.config.shutdown.drain_s);
+    tracing::info!(
+        connections = gw.hub.connection_count(),
+        drain_s = drain.as_secs(),
+        "draining: closing every socket with 1012"
+    );
+    gw.shutdown.begin();
+    if !gw.shutdown.wait(drain + DRAIN_GRACE).await {
+        let left = gw.hub.connection_count();
+        tracing::warn!(left, "drain deadline passed; closing what is left");
+        gw.hub.close_all(CloseReason::Draining);
+        let _ = gw.shutdown.wait(DRAIN_GRACE).await;
+    }
+    gw.broker().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Forget idle per-IP buckets now and then, so the map stays small.
+async fn sweep_handshake_limiter(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        if let Some(limiter) = &gw.handshake_limiter {
+            limiter.sweep(std::time::Instant::now());
+        }
+    }
+}

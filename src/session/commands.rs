@@ -1,0 +1,130 @@
+//! Client commands (DESIGN §2): subscribe, unsubscribe, publish, refresh,
+//! ping. Each answers with `ack`/`pong` or an `error` carrying the request's
+//! `ref`; a refused command never ends the connection.
+
+use super::{CloseReason, Session, instant_of_unix};
+use crate::metrics::Metrics;
+use crate::permissions::Action;
+use crate::protocol::{BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_error, encode_pong};
+use crate::room::RoomName;
+
+impl Session {
+    pub(super) async fn on_text(&mut self, text: &str) -> Option<CloseReason> {
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                Metrics::client_frame("invalid");
+                self.reply_error(error.reference.as_deref(), ErrorCode::BadRequest, &error.message);
+                return None;
+            }
+        };
+        Metrics::client_frame(frame.command.kind());
+        let reference = frame.reference.as_deref();
+        match frame.command {
+            Command::Auth { .. } => self.reply_error(reference, ErrorCode::BadRequest, "already authenticated"),
+            Command::Subscribe { room } => self.subscribe(reference, room).await,
+            Command::Unsubscribe { room } => self.unsubscribe(reference, room).await,
+            Command::Publish {
+                room,
+                event,
+                data,
+                echo,
+            } => {
+                let skip = (!echo).then(|| self.conn_id.clone());
+                let from = self.identity.user_id.clone();
+                let payload = BackendEvent {
+                    event: event.into(),
+                    data: Some(&data),
+                    id: None,
+                    from: Some(from.as_ref().into()),
+                    skip: skip.map(Into::into),
+                };
+                self.publish(reference, room, payload).await
+            }
+            Command::Refresh { token } => self.refresh(reference, &token),
+            Command::Ping => self.reply(encode_pong(reference)),
+        }
+        None
+    }
+
+    pub(super) fn reply_error(&self, reference: Option<&str>, code: ErrorCode, message: &str) {
+        Metrics::command_error(code.as_str());
+        self.reply(encode_error(reference, code, message));
+    }
+
+    async fn subscribe(&mut self, reference: Option<&str>, room: RoomName) {
+        if self.conn.has_room(&room) {
+            return self.reply(encode_ack(reference, None));
+        }
+        if !self.gw.permissions.allows(&self.identity, &room, Action::Read) {
+            return self.reply_error(
+                reference,
+                ErrorCode::Forbidden,
+                &format!("not allowed to subscribe to {room}"),
+            );
+        }
+        let max = self.gw.config.limits.max_rooms_per_connection;
+        if self.conn.room_count() >= max {
+            return self.reply_error(
+                reference,
+                ErrorCode::LimitExceeded,
+                &format!("at most {max} rooms per connection"),
+            );
+        }
+        match self.gw.join(&self.conn, &room).await {
+            Ok(()) => self.reply(encode_ack(reference, None)),
+            Err(error) => {
+                tracing::warn!(%room, %error, "subscribe failed");
+                self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, reference: Option<&str>, room: RoomName) {
+        if self.gw.leave(&self.conn, &room).await {
+            self.reply(encode_ack(reference, None));
+        } else {
+            self.reply_error(reference, ErrorCode::NotFound, &format!("not subscribed to {room}"));
+        }
+    }
+
+    async fn publish(&mut self, reference: Option<&str>, room: RoomName, event: BackendEvent<'_>) {
+        if !self.gw.permissions.allows(&self.identity, &room, Action::Publish) {
+            return self.reply_error(
+                reference,
+                ErrorCode::Forbidden,
+                &format!("not allowed to publish to {room}"),
+            );
+        }
+        match self.gw.publish(&room, &event).await {
+            Ok(()) => {
+                Metrics::events_published("client");
+                self.reply(encode_ack(reference, None));
+            }
+            Err(error) => {
+                tracing::warn!(%room, %error, "publish failed");
+                self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
+            }
+        }
+    }
+
+    /// A valid token for the same user moves the expiry; anything else is an
+    /// error and the old expiry stands.
+    fn refresh(&mut self, reference: Option<&str>, token: &str) {
+        match self.gw.verifier.verify(token) {
+            Err(error) => {
+                Metrics::auth_failure(error.reason());
+                self.reply_error(reference, ErrorCode::Unauthorized, &error.to_string());
+            }
+            Ok(identity) if identity.user_id != self.identity.user_id => {
+                Metrics::auth_failure("refresh_other_user");
+                self.reply_error(reference, ErrorCode::Forbidden, "token is for another user");
+            }
+            Ok(identity) => {
+                self.identity.expires_at = identity.expires_at;
+                self.expires = instant_of_unix(identity.expires_at);
+                self.reply(encode_ack(reference, Some(identity.expires_at)));
+            }
+        }
+    }
+}

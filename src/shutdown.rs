@@ -1,0 +1,91 @@
+//! Graceful shutdown: one cancellation signal, one tracker of the tasks that
+//! must finish, and the draining flag `/ready` and the upgrade path read.
+//!
+//! Order (as centrifuge does it): mark draining (`/ready` 503, no new
+//! sockets) → every session closes with 1012 at a jittered moment within
+//! `drain_s` → wait for the sessions under a deadline → close the broker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+    tracker: TaskTracker,
+    draining: AtomicBool,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start draining. Idempotent.
+    pub fn begin(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once draining has begun.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Tracks sessions, so shutdown can wait for them.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Wait for every tracked task, at most `deadline`. True if all finished.
+    pub async fn wait(&self, deadline: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok()
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the node");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn begin_cancels_and_wait_sees_tasks_finish() {
+        let shutdown = std::sync::Arc::new(Shutdown::new());
+        let s = shutdown.clone();
+        shutdown.tracker().spawn(async move { s.cancelled().await });
+        assert!(!shutdown.is_draining());
+        shutdown.begin();
+        assert!(shutdown.is_draining());
+        assert!(shutdown.wait(Duration::from_secs(5)).await);
+    }
+}

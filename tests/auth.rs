@@ -1,0 +1,249 @@
+//! Authentication against the real binary: the three ways to give a token,
+//! the welcome, and every refusal (401 before the upgrade, 4001 after it).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn each_token_method_is_accepted_and_welcome_lists_exactly_the_rooms() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let token = token("42", Some("acme"), &["support", "viewer"], 600);
+    for via in [Via::Header, Via::Query, Via::Frame] {
+        let client = Client::connect(&node, &token, via).await.expect("accepted");
+        assert_eq!(
+            client.rooms(),
+            ["org:acme", "role:support", "role:viewer", "user:42"],
+            "{via:?}"
+        );
+        assert_eq!(client.welcome["user_id"], "42");
+        let exp = client.welcome["expires_at"].as_u64().expect("expires_at");
+        assert!(
+            exp >= now() + 590 && exp <= now() + 600,
+            "expires_at is the token's exp"
+        );
+        assert!(client.welcome["conn_id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(client.welcome["heartbeat_s"].as_u64().is_some());
+    }
+}
+
+#[tokio::test]
+async fn token_without_org_or_roles_gets_only_its_user_room() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let client = Client::connect(&node, &token("7", None, &[], 60), Via::Header)
+        .await
+        .unwrap();
+    assert_eq!(client.rooms(), ["user:7"]);
+}
+
+/// Tokens every node must refuse, by name.
+fn bad_tokens() -> Vec<(&'static str, String)> {
+    let base64 = |v: serde_json::Value| {
+        use base64_url::encode;
+        encode(&v.to_string())
+    };
+    let exp = now() + 600;
+    let wrong_key = jsonwebtoken::EncodingKey::from_secret(b"not-the-secret-0123456789").unwrap();
+    vec![
+        ("expired", token_with_claims(json!({"sub": "42", "exp": now() - 120}))),
+        (
+            "wrong signature",
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &json!({"sub": "42", "exp": exp}),
+                &wrong_key,
+            )
+            .unwrap(),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                base64(json!({"alg": "none", "typ": "JWT"})),
+                base64(json!({"sub": "42", "exp": exp}))
+            ),
+        ),
+        ("missing sub", token_with_claims(json!({"exp": exp, "org_id": "acme"}))),
+        ("missing exp", token_with_claims(json!({"sub": "42"}))),
+        ("garbage", "this-is-not-a-jwt".to_string()),
+    ]
+}
+
+/// A tiny base64url (no padding) so the test can forge headers.
+mod base64_url {
+    pub fn encode(text: &str) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = text.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_before_the_upgrade() {
+    let node = Node::start(NodeOptions::memory()).await;
+    for (name, token) in bad_tokens() {
+        for via in [Via::Header, Via::Query] {
+            match Client::connect(&node, &token, via).await {
+                Err(Refusal::Http(401, body)) => {
+                    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+                    assert_eq!(body["error"]["code"], "unauthorized", "{name}");
+                    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+                }
+                Err(other) => panic!("{name} via {via:?}: expected 401, got {other:?}"),
+                Ok(_) => panic!("{name} via {via:?} was accepted"),
+            }
+        }
+    }
+    assert!(node.metric("wsgate_auth_failures_total{reason=\"expired\"}").await >= 2.0);
+    assert!(
+        node.metric("wsgate_auth_failures_total{reason=\"bad_signature\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_in_the_first_frame_close_with_4001() {
+    let node = Node::start(NodeOptions::memory()).await;
+    for (name, token) in bad_tokens() {
+        match Client::connect(&node, &token, Via::Frame).await {
+            Err(Refusal::Closed(4001, reason)) => assert!(!reason.is_empty(), "{name}: reason given"),
+            Err(other) => panic!("{name}: expected close 4001, got {other:?}"),
+            Ok(_) => panic!("{name} was accepted"),
+        }
+    }
+    // A frame that is not an auth frame is refused the same way.
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"ping"}"#))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut ws).await, Frame::Close(4001, _)));
+}
+
+#[tokio::test]
+async fn no_auth_frame_within_auth_timeout_closes_with_4001() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_AUTH_TIMEOUT_S", 1)).await;
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    match next_frame(&mut ws).await {
+        Frame::Close(code, reason) => {
+            assert_eq!(code, 4001);
+            assert!(reason.contains("auth"), "{reason}");
+        }
+        _ => panic!("expected a close frame"),
+    }
+    node.wait_metric("wsgate_auth_failures_total{reason=\"timeout\"}", |v| v >= 1.0)
+        .await;
+}
+
+#[tokio::test]
+async fn rs256_public_key_alone_selects_rs256_and_refuses_algorithm_confusion() {
+    let public_key = fixture("rsa_public.pem");
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_SECRET", "")
+            .env("WSGATE_JWT_PUBLIC_KEY_FILE", &public_key),
+    )
+    .await;
+    let private = std::fs::read(fixture("rsa_private.pem")).unwrap();
+    let rs256 = wsgate::auth::Signer::from_private_pem(&private, Default::default())
+        .unwrap()
+        .sign(&wsgate::auth::TokenRequest {
+            sub: "42".into(),
+            ttl_s: 60,
+            ..Default::default()
+        })
+        .unwrap();
+    let client = Client::connect(&node, &rs256, Via::Header)
+        .await
+        .expect("RS256 accepted");
+    assert_eq!(client.rooms(), ["user:42"]);
+
+    // HS256 "signed" with the RSA public key as the HMAC secret.
+    let public_pem = std::fs::read(&public_key).unwrap();
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "42", "exp": now() + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(&public_pem).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        Client::connect(&node, &confused, Via::Header).await,
+        Err(Refusal::Http(401, _))
+    ));
+    assert!(matches!(
+        Client::connect(&node, &confused, Via::Frame).await,
+        Err(Refusal::Closed(4001, _))
+    ));
+    node.wait_metric("wsgate_auth_failures_total{reason=\"algorithm\"}", |v| v >= 2.0)
+        .await;
+}
+
+#[tokio::test]
+async fn es256_public_key_is_accepted() {
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_SECRET", "")
+            .env("WSGATE_JWT_PUBLIC_KEY_FILE", fixture("ec_public.pem")),
+    )
+    .await;
+    let private = std::fs::read(fixture("ec_private.pem")).unwrap();
+    let es256 = wsgate::auth::Signer::from_private_pem(&private, Default::default())
+        .unwrap()
+        .sign(&wsgate::auth::TokenRequest {
+            sub: "9".into(),
+            ttl_s: 60,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(Client::connect(&node, &es256, Via::Frame).await.is_ok());
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_ISSUER", "https://auth.example")
+            .env("WSGATE_JWT_AUDIENCE", "wsgate"),
+    )
+    .await;
+    let exp = now() + 60;
+    let good = token_with_claims(json!({"sub":"1","exp":exp,"iss":"https://auth.example","aud":"wsgate"}));
+    let wrong_iss = token_with_claims(json!({"sub":"1","exp":exp,"iss":"https://evil.example","aud":"wsgate"}));
+    let wrong_aud = token_with_claims(json!({"sub":"1","exp":exp,"iss":"https://auth.example","aud":"other"}));
+    assert!(Client::connect(&node, &good, Via::Header).await.is_ok());
+    assert!(matches!(
+        Client::connect(&node, &wrong_iss, Via::Header).await,
+        Err(Refusal::Http(401, _))
+    ));
+    assert!(matches!(
+        Client::connect(&node, &wrong_aud, Via::Header).await,
+        Err(Refusal::Http(401, _))
+    ));
+}
+
+#[tokio::test]
+async fn socket_is_closed_with_4001_at_exp() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut client = Client::connect(&node, &token("42", None, &[], 2), Via::Header)
+        .await
+        .unwrap();
+    let exp = client.welcome["expires_at"].as_u64().unwrap();
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, 4001);
+    assert!(reason.contains("expired"), "{reason}");
+    assert!(now() >= exp, "closed no earlier than exp");
+}

@@ -1,0 +1,118 @@
+//! The command line: `wsgate token`, `wsgate tail`, running from the
+//! environment alone, and refusing to start on an unsafe configuration.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+#[tokio::test]
+async fn cli_token_command_mints_a_token_the_node_accepts() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args([
+            "token", "--sub", "42", "--org", "acme", "--role", "support", "--ttl", "60",
+        ])
+        .env_clear()
+        .env("WSGATE_JWT_SECRET", SECRET)
+        .output()
+        .expect("run wsgate token");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let client = Client::connect(&node, token.trim(), Via::Query)
+        .await
+        .expect("accepted");
+    assert_eq!(client.rooms(), ["org:acme", "role:support", "user:42"]);
+}
+
+#[tokio::test]
+async fn node_refuses_to_start_without_a_key_and_dev_config_refuses_public_addresses() {
+    let no_key = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .env_clear()
+        .env("WSGATE_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(no_key.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("WSGATE_JWT_SECRET"));
+
+    let dev_public = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev.toml"),
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(dev_public.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&dev_public.stderr).contains("loopback"));
+}
+
+#[tokio::test]
+async fn environment_alone_runs_the_node() {
+    // No config file, no subcommand: WSGATE_LISTEN and WSGATE_JWT_SECRET suffice.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .env_clear()
+        .env("WSGATE_LISTEN", "127.0.0.1:0")
+        .env("WSGATE_JWT_SECRET", SECRET)
+        .env("WSGATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = line.trim_start_matches("wsgate listening on http://");
+    let url = format!("ws://{addr}/v1/ws");
+    let client = Client::connect_url(&url, &token("5", None, &[], 60), Via::Header)
+        .await
+        .unwrap();
+    assert_eq!(client.rooms(), ["user:5"]);
+}
+
+#[tokio::test]
+async fn tail_prints_the_welcome_and_events() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args([
+            "tail",
+            "--url",
+            &node.ws_url(),
+            "--token",
+            &token("42", None, &["viewer"], 60),
+        ])
+        .args(["--subscribe", "orders:7"])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next().await["type"], "welcome");
+    assert_eq!(next().await["type"], "ack", "subscribed to orders:7");
+    let response = node
+        .api(reqwest::Method::POST, "/api/v1/publish")
+        .json(&json!({"rooms": ["orders:7"], "event": "order:shipped", "data": {"id": 7}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let event = next().await;
+    assert_eq!(event["event"], "order:shipped");
+    assert_eq!(event["data"]["id"], 7);
+}
