@@ -1,0 +1,252 @@
+//! Abuse limits: each answers with its error or close code, counts in its
+//! metric, and leaves a well-behaved client on the same node served.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A bystander on the same node: receives an event published now, in order
+/// after everything before it, and still answers pings.
+async fn assert_bystander_served(node: &Node, bystander: &mut Client, tag: &str) {
+    let user = bystander.welcome["user_id"].as_str().unwrap().to_string();
+    let response = node
+        .api(reqwest::Method::POST, "/api/v1/publish")
+        .json(&json!({"rooms": [format!("user:{user}")], "event": tag}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(bystander.recv_type("event").await["event"], tag);
+    assert_eq!(bystander.request(json!({"type": "ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_1009() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_FRAME_BYTES", 1024)).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    let mut abuser = Client::user(&node, "a", None, &["admin"]).await;
+    let big = json!({"type": "publish", "room": "chat:1", "event": "e", "data": "x".repeat(2000)});
+    abuser.send(big).await;
+    let (code, _) = abuser.closed().await;
+    assert_eq!(code, 1009);
+    node.wait_metric("wsgate_connections_closed_total{reason=\"message_too_big\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    assert_bystander_served(&node, &mut bystander, "after-oversized").await;
+}
+
+#[tokio::test]
+async fn room_limit_answers_limit_exceeded() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_ROOMS_PER_CONNECTION", 4)).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    // user:a, org:acme and role:admin make three; one more fits.
+    let mut client = Client::user(&node, "a", Some("acme"), &["admin"]).await;
+    let reply = client.request(json!({"type": "subscribe", "room": "orders:1"})).await;
+    assert_eq!(reply["type"], "ack");
+    let reply = client.request(json!({"type": "subscribe", "room": "orders:2"})).await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["code"], "limit_exceeded");
+    // Leaving a room makes space again.
+    assert_eq!(
+        client.request(json!({"type": "unsubscribe", "room": "orders:1"})).await["type"],
+        "ack"
+    );
+    assert_eq!(
+        client.request(json!({"type": "subscribe", "room": "orders:2"})).await["type"],
+        "ack"
+    );
+    node.wait_metric("wsgate_command_errors_total{code=\"limit_exceeded\"}", |v| v == 1.0)
+        .await;
+    assert_bystander_served(&node, &mut bystander, "after-room-limit").await;
+}
+
+#[tokio::test]
+async fn connections_per_user_limit_closes_with_1008() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_CONNECTIONS_PER_USER", 2)).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    let _one = Client::user(&node, "a", None, &[]).await;
+    let _two = Client::user(&node, "a", None, &[]).await;
+    match Client::connect(&node, &token("a", None, &[], 60), Via::Header).await {
+        Err(Refusal::Closed(1008, reason)) => assert!(reason.contains("too many"), "{reason}"),
+        other => panic!("expected close 1008, got {:?}", other.map(|c| c.welcome)),
+    }
+    node.wait_metric("wsgate_connections_closed_total{reason=\"policy\"}", |v| v == 1.0)
+        .await;
+    // Another user is not limited by user a's sockets.
+    assert!(
+        Client::connect(&node, &token("c", None, &[], 60), Via::Header)
+            .await
+            .is_ok()
+    );
+    assert_bystander_served(&node, &mut bystander, "after-user-limit").await;
+}
+
+#[tokio::test]
+async fn frames_over_the_rate_get_rate_limited_errors() {
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_CLIENT_RATE", 1)
+            .env("WSGATE_CLIENT_BURST", 5)
+            .env("WSGATE_CLIENT_MAX_VIOLATIONS", 100),
+    )
+    .await;
+    let mut client = Client::user(&node, "a", None, &[]).await;
+    for i in 0..8 {
+        client.send(json!({"type": "ping", "ref": i.to_string()})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    while pongs + limited < 8 {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited");
+                limited += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(pongs, 5, "the burst passes");
+    assert_eq!(limited, 3, "the rest is refused");
+    node.wait_metric("wsgate_rate_limited_total", |v| v == 3.0).await;
+}
+
+#[tokio::test]
+async fn a_sustained_flood_closes_with_4008_and_bystanders_get_every_event() {
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_CLIENT_RATE", 10)
+            .env("WSGATE_CLIENT_BURST", 10)
+            .env("WSGATE_CLIENT_MAX_VIOLATIONS", 20),
+    )
+    .await;
+    let mut bystander = Client::user(&node, "b", Some("acme"), &[]).await;
+    let mut flooder = Client::user(&node, "f", Some("acme"), &[]).await;
+    let flood = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if flooder.ws.feed(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
+                break;
+            }
+        }
+        let _ = flooder.ws.flush().await;
+        flooder
+    });
+    for i in 0..50 {
+        let response = node
+            .api(reqwest::Method::POST, "/api/v1/publish")
+            .json(&json!({"rooms": ["org:acme"], "event": "during-flood", "data": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    for i in 0..50 {
+        let event = bystander.recv_type("event").await;
+        assert_eq!(event["data"]["i"], i, "every event, in order");
+    }
+    let mut flooder = flood.await.unwrap();
+    let (code, _) = flooder.closed().await;
+    assert_eq!(code, 4008);
+    node.wait_metric("wsgate_connections_closed_total{reason=\"rate_limited\"}", |v| v == 1.0)
+        .await;
+    assert!(node.metric("wsgate_rate_limited_total").await >= 20.0);
+    assert_bystander_served(&node, &mut bystander, "after-flood").await;
+}
+
+#[tokio::test]
+async fn handshakes_per_ip_over_the_rate_get_429() {
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_HANDSHAKES_PER_IP", 0.1)
+            .env("WSGATE_HANDSHAKE_BURST_PER_IP", 2),
+    )
+    .await;
+    let token = token("a", None, &[], 60);
+    let _one = Client::connect(&node, &token, Via::Header).await.unwrap();
+    let _two = Client::connect(&node, &token, Via::Header).await.unwrap();
+    match Client::connect(&node, &token, Via::Header).await {
+        Err(Refusal::Http(429, body)) => assert!(body.contains("rate_limited"), "{body}"),
+        other => panic!("expected 429, got {:?}", other.map(|c| c.welcome)),
+    }
+    node.wait_metric("wsgate_handshakes_refused_total{reason=\"rate_limited\"}", |v| v == 1.0)
+        .await;
+    // Other HTTP endpoints are not throttled by it.
+    assert_eq!(node.status("/health").await, 200);
+}
+
+#[tokio::test]
+async fn origin_not_on_the_allow_list_gets_403() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_ALLOWED_ORIGINS", "https://app.example")).await;
+    let auth = format!("Bearer {}", token("a", None, &[], 60));
+    match open(
+        &node.ws_url(),
+        &[("authorization", &auth), ("origin", "https://evil.example")],
+    )
+    .await
+    {
+        Err(Refusal::Http(403, body)) => assert!(body.contains("origin"), "{body}"),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    assert!(
+        open(
+            &node.ws_url(),
+            &[("authorization", &auth), ("origin", "https://app.example")]
+        )
+        .await
+        .is_ok()
+    );
+    // Non-browser clients send no Origin and pass.
+    assert!(open(&node.ws_url(), &[("authorization", &auth)]).await.is_ok());
+    node.wait_metric("wsgate_handshakes_refused_total{reason=\"origin\"}", |v| v == 1.0)
+        .await;
+}
+
+#[tokio::test]
+async fn a_silent_tcp_connection_is_closed_after_the_handshake_timeout() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_HANDSHAKE_TIMEOUT_S", 1)).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    let mut silent = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    // A slowloris: half a request head, then nothing.
+    slow.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    for stream in [&mut silent, &mut slow] {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "the server closed the connection");
+    }
+    assert_bystander_served(&node, &mut bystander, "after-slowloris").await;
+}
+
+#[tokio::test]
+async fn malformed_and_forbidden_frames_change_nothing_for_others() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut bystander = Client::user(&node, "b", Some("acme"), &["viewer"]).await;
+    let mut abuser = Client::user(&node, "a", Some("acme"), &["viewer"]).await;
+    abuser.send_text("{{{{").await;
+    abuser.send_text(&"[".repeat(500)).await;
+    abuser.send(json!({"type": "subscribe", "room": "user:b"})).await;
+    abuser
+        .send(json!({"type": "publish", "room": "org:acme", "event": "spoof"}))
+        .await;
+    for _ in 0..4 {
+        assert_eq!(abuser.recv_type("error").await["type"], "error");
+    }
+    assert_bystander_served(&node, &mut bystander, "after-abuse").await;
+    // The forbidden publish never reached the org room.
+    let response = node
+        .api(reqwest::Method::POST, "/api/v1/publish")
+        .json(&json!({"rooms": ["org:acme"], "event": "real"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(bystander.recv_type("event").await["event"], "real");
+}
