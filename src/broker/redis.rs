@@ -107,11 +107,32 @@ impl Shared {
         self.subscriber.is_connected() && self.publisher.is_connected()
     }
 
+    /// Refuse a publish at once while Redis is known to be gone, rather than
+    /// let it wait out the timeout behind fred's reconnect. (Either lost
+    /// connection counts: the publisher may not have noticed yet.)
+    fn can_publish(&self) -> bool {
+        self.up.load(Ordering::SeqCst) || self.connected()
+    }
+
     async fn with_timeout<T>(&self, f: impl Future<Output = Result<T, Error>>) -> Result<T, BrokerError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(result) => result.map_err(backend),
             Err(_) => Err(BrokerError::Timeout),
         }
+    }
+
+    /// SUBSCRIBE and wait until Redis has processed it.
+    ///
+    /// fred resolves a SUBSCRIBE as soon as it is written (the confirmations
+    /// arrive out of band), which is too early for "the room is live". A PING
+    /// on the same connection is answered only after every command before it,
+    /// so its reply is the barrier.
+    async fn subscribe_live(&self, channels: Vec<String>) -> Result<(), BrokerError> {
+        self.with_timeout(async {
+            self.subscriber.subscribe(channels).await?;
+            self.subscriber.ping::<Value>(None).await.map(drop)
+        })
+        .await
     }
 
     /// Subscribe the control channel and every wanted room, in chunks.
@@ -120,7 +141,7 @@ impl Shared {
         channels.push(self.control.clone());
         let total = channels.len();
         for chunk in channels.chunks(RESUBSCRIBE_CHUNK) {
-            self.with_timeout(self.subscriber.subscribe(chunk.to_vec())).await?;
+            self.subscribe_live(chunk.to_vec()).await?;
         }
         Ok(total)
     }
@@ -205,7 +226,7 @@ impl Broker for RedisBroker {
             // While down, refuse at once instead of queueing behind the
             // reconnect; the supervisor re-subscribes the wanted set anyway.
             let result = if shared.up.load(Ordering::SeqCst) {
-                shared.with_timeout(shared.subscriber.subscribe(channel.clone())).await
+                shared.subscribe_live(vec![channel.clone()]).await
             } else {
                 Err(BrokerError::Unavailable)
             };
@@ -234,7 +255,7 @@ impl Broker for RedisBroker {
     fn publish<'a>(&'a self, room: &'a RoomName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>> {
         async move {
             let shared = &self.shared;
-            if !shared.publisher.is_connected() {
+            if !shared.can_publish() {
                 return Err(BrokerError::Unavailable);
             }
             let channel = room_channel(&shared.prefix, room.as_str());
@@ -249,7 +270,7 @@ impl Broker for RedisBroker {
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
         async move {
             let shared = &self.shared;
-            if !shared.publisher.is_connected() {
+            if !shared.can_publish() {
                 return Err(BrokerError::Unavailable);
             }
             shared

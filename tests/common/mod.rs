@@ -133,7 +133,11 @@ impl Redis {
     /// `PUBLISH channel payload`; returns the number of receiving connections.
     pub async fn publish(&self, channel: &str, payload: &str) -> i64 {
         let reply = resp(self.port, &["PUBLISH", channel, payload]).await.expect("PUBLISH");
-        reply.trim_start_matches(':').trim().parse().unwrap_or(-1)
+        reply
+            .trim_start_matches(':')
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("PUBLISH reply: {reply:?}"))
     }
 
     /// Number of subscribers of `channel` (PUBSUB NUMSUB).
@@ -162,7 +166,8 @@ impl Redis {
     }
 }
 
-/// One RESP command on a fresh connection; the raw reply text.
+/// One RESP command on a fresh connection; the raw reply text, read until
+/// the reply is complete (or the connection ends, or [`PATIENCE`] passes).
 async fn resp(port: u16, args: &[&str]) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut command = format!("*{}\r\n", args.len());
@@ -172,17 +177,19 @@ async fn resp(port: u16, args: &[&str]) -> std::io::Result<String> {
     stream.write_all(command.as_bytes()).await?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut text = String::new();
-    // Replies here are small; read until the reply is complete enough.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let n = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
-        match n {
-            Ok(Ok(0)) | Err(_) => break,
+    let deadline = Instant::now() + PATIENCE;
+    while !resp_complete(&text) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
             Ok(Ok(n)) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
             Ok(Err(e)) => return Err(e),
-        }
-        if resp_complete(&text) || Instant::now() > deadline {
-            break;
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "redis did not answer",
+                ));
+            }
         }
     }
     Ok(text)
@@ -200,6 +207,10 @@ fn resp_complete(text: &str) -> bool {
             while i < lines.len() {
                 let line = lines[i];
                 if line.starts_with('$') {
+                    // The data line must be there and terminated too.
+                    if i + 2 > lines.len() - 1 {
+                        return false;
+                    }
                     i += 2;
                     items += 1;
                 } else if line.starts_with(':') {
