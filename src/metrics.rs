@@ -95,6 +95,27 @@ fn describe() {
     describe_counter!(API_REQUESTS, "Server API requests, by endpoint and status class.");
 }
 
+/// Record a latency at most once a millisecond per thread. Every socket
+/// write would otherwise add a sample, which at a million deliveries a second
+/// costs more than the delivery; one sample a millisecond per thread keeps the
+/// distribution and bounds the cost.
+pub fn record_sampled(histogram: &Histogram, elapsed: Duration) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let due = LAST.with(|last| match last.get() {
+        Some(at) if now.saturating_duration_since(at) < Duration::from_millis(1) => false,
+        _ => {
+            last.set(Some(now));
+            true
+        }
+    });
+    if due {
+        histogram.record(elapsed.as_secs_f64());
+    }
+}
+
 /// Handles used on hot paths, resolved once.
 pub struct Metrics {
     pub connections: Gauge,

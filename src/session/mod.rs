@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -293,8 +293,7 @@ impl Session {
     async fn write_batch(&mut self, batch: &mut Vec<Queued>) -> Result<(), CloseReason> {
         let oldest = batch.iter().find_map(|q| q.received_at);
         let events = batch.iter().filter(|q| q.received_at.is_some()).count() as u64;
-        let stall = tokio::time::sleep(Duration::from_secs(self.gw.config.ws.write_timeout_s));
-        tokio::pin!(stall);
+        let write_timeout = Duration::from_secs(self.gw.config.ws.write_timeout_s);
         let mut woken_meanwhile = false;
         let result = {
             let ws = &mut self.ws;
@@ -306,14 +305,23 @@ impl Session {
                 ws.flush().await
             };
             tokio::pin!(write);
-            loop {
-                tokio::select! {
-                    result = &mut write => break result.map_err(classify),
-                    _ = &mut stall => break Err(CloseReason::SlowConsumer),
-                    _ = conn.woken() => match conn.closing() {
-                        Some(reason) => break Err(reason),
-                        None => woken_meanwhile = true,
-                    },
+            // Most writes complete at once (the socket has room): no timer
+            // is armed for them.
+            match write.as_mut().now_or_never() {
+                Some(result) => result.map_err(classify),
+                None => {
+                    let stall = tokio::time::sleep(write_timeout);
+                    tokio::pin!(stall);
+                    loop {
+                        tokio::select! {
+                            result = &mut write => break result.map_err(classify),
+                            _ = &mut stall => break Err(CloseReason::SlowConsumer),
+                            _ = conn.woken() => match conn.closing() {
+                                Some(reason) => break Err(reason),
+                                None => woken_meanwhile = true,
+                            },
+                        }
+                    }
                 }
             }
         };
@@ -326,7 +334,7 @@ impl Session {
         let metrics = self.gw.hub.metrics();
         metrics.messages_delivered.increment(events);
         if let Some(oldest) = oldest {
-            metrics.delivery_latency.record(oldest.elapsed().as_secs_f64());
+            crate::metrics::record_sampled(&metrics.delivery_latency, oldest.elapsed());
         }
         Ok(())
     }
