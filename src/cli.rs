@@ -150,6 +150,11 @@ fn serve(config: Config) -> ExitCode {
         eprintln!("wsgate: {error}");
         return ExitCode::from(64);
     }
+    // Every socket is a file descriptor: take all the process may have.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -190,6 +190,10 @@ impl Default for WsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
+    /// Sockets this node holds at most; past it, upgrades get 503 so the
+    /// node never runs out of file descriptors (which would stall `/health`
+    /// too). 0: the open-file limit minus a reserve.
+    pub max_connections: usize,
     /// Rooms one connection may be in, the token's own rooms included.
     pub max_rooms_per_connection: usize,
     /// Sockets one user may hold on one node; 0 is unlimited.
@@ -208,6 +212,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
+            max_connections: 0,
             max_rooms_per_connection: 100,
             max_connections_per_user: 0,
             client_rate: 50.0,
@@ -518,6 +523,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_MAX_CONNECTIONS_PER_USER", |c, v| {
         c.limits.max_connections_per_user = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_MAX_CONNECTIONS", |c, v| {
+        c.limits.max_connections = number(v)?;
         Ok(())
     }),
     ("WSGATE_MAX_ROOMS_PER_CONNECTION", |c, v| {

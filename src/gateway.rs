@@ -2,6 +2,7 @@
 //! validated config and shared as `Arc<Gateway>`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +26,9 @@ const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// Bytes tungstenite collects before it writes to the socket; a batch is
 /// flushed as a whole anyway.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// File descriptors kept free for the listener, Redis, logs and HTTP probes
+/// when the socket cap is derived from the open-file limit.
+const FD_RESERVE: u64 = 256;
 
 pub struct Gateway {
     pub config: Config,
@@ -36,6 +40,19 @@ pub struct Gateway {
     pub prometheus: Option<PrometheusHandle>,
     pub handshake_limiter: Option<IpRateLimiter>,
     pub ws_config: WebSocketConfig,
+    /// Most sockets this node accepts (see `limits.max_connections`).
+    pub capacity: usize,
+    /// Upgraded sockets alive, authenticated or not: what holds descriptors.
+    open_sockets: AtomicUsize,
+}
+
+/// Counts one upgraded socket for as long as it lives.
+pub struct SocketSlot(Arc<Gateway>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Gateway {
@@ -70,7 +87,17 @@ impl Gateway {
             .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_message_size(Some(config.ws.max_frame_bytes))
             .max_frame_size(Some(config.ws.max_frame_bytes));
+        let capacity = match config.limits.max_connections {
+            0 => match rlimit::Resource::NOFILE.get() {
+                Ok((soft, _)) if soft > FD_RESERVE * 2 => usize::try_from(soft - FD_RESERVE).unwrap_or(usize::MAX),
+                Ok((soft, _)) => usize::try_from(soft / 2).unwrap_or(usize::MAX),
+                Err(_) => usize::MAX,
+            },
+            n => n,
+        };
         Ok(Arc::new(Self {
+            capacity,
+            open_sockets: AtomicUsize::new(0),
             verifier,
             permissions,
             hub,
@@ -81,6 +108,17 @@ impl Gateway {
             ws_config,
             config,
         }))
+    }
+
+    /// Take a socket slot, or None when the node is at capacity.
+    pub fn reserve_socket(self: &Arc<Self>) -> Option<SocketSlot> {
+        let taken = self.open_sockets.fetch_add(1, Ordering::Relaxed);
+        let slot = SocketSlot(self.clone());
+        (taken < self.capacity).then_some(slot)
+    }
+
+    pub fn open_sockets(&self) -> usize {
+        self.open_sockets.load(Ordering::Relaxed)
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {

@@ -250,3 +250,26 @@ async fn malformed_and_forbidden_frames_change_nothing_for_others() {
     assert_eq!(response.status(), 202);
     assert_eq!(bystander.recv_type("event").await["event"], "real");
 }
+
+#[tokio::test]
+async fn node_at_capacity_refuses_upgrades_with_503_and_recovers() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_CONNECTIONS", 2)).await;
+    let first = Client::user(&node, "a", None, &[]).await;
+    let mut second = Client::user(&node, "b", None, &[]).await;
+    match Client::connect(&node, &token("c", None, &[], 60), Via::Header).await {
+        Err(Refusal::Http(503, body)) => assert!(body.contains("capacity"), "{body}"),
+        other => panic!("expected 503, got {:?}", other.map(|c| c.welcome)),
+    }
+    // Probes and the API are still served at capacity.
+    assert_eq!(node.status("/health").await, 200);
+    node.wait_metric("wsgate_handshakes_refused_total{reason=\"capacity\"}", |v| v == 1.0)
+        .await;
+    drop(first);
+    wait_for("a slot to free up", || async {
+        Client::connect(&node, &token("c", None, &[], 60), Via::Header)
+            .await
+            .is_ok()
+    })
+    .await;
+    assert_eq!(second.request(json!({"type": "ping"})).await["type"], "pong");
+}

@@ -51,6 +51,14 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
             "broker unavailable: retry later",
         );
     }
+    let Some(slot) = gw.reserve_socket() else {
+        Metrics::handshake_refused("capacity");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "node at capacity: connect to another node",
+        );
+    };
     if let Some(origin) = req.headers().get(ORIGIN)
         && !origin_allowed(&gw.config.ws.allowed_origins, origin)
     {
@@ -83,6 +91,7 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let session_gw = gw.clone();
     gw.shutdown.tracker().spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = session_gw.ws_config;
