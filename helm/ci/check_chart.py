@@ -1,0 +1,539 @@
+#!/usr/bin/env python3
+"""Check the wsgate Helm chart.
+
+Static checks (need only PyYAML):
+  - Chart.yaml and values.yaml parse; Chart.yaml has the required fields;
+  - every `.Values.a.b` path used by a template exists in values.yaml;
+  - every values.yaml key is declared in values.schema.json, and values.yaml
+    validates against it (when the jsonschema module is importable);
+  - every key under `config:` is a field of wsgate's TOML config
+    (src/config.rs), every metric the alerts use is listed in
+    docs/PROTOCOL.md §9, and no credential has a default in values.yaml.
+
+Render checks (need a helm binary: --helm, $HELM, PATH, or helm/ci/get-helm.sh):
+  - `helm lint --strict` and `helm template` of each scenario in ci/values/
+    at several Kubernetes versions, with invariants on the output (secrets
+    only through secretKeyRef, probes, grace period > drain window, security
+    context, Redis with more than one replica, ...);
+  - every built-in object validated against the Kubernetes OpenAPI schema
+    (when the kubernetes_validate module is importable), and the alert
+    expressions parsed as PromQL (when promql_parser is importable);
+  - the rendered wsgate.toml parsed, and, with --wsgate (or a built binary in
+    target/), loaded by wsgate itself (`wsgate token --config ...`), which
+    refuses unknown keys and invalid values;
+  - renders that must fail do, with the expected message.
+
+Usage: python3 helm/ci/check_chart.py [--helm PATH] [--wsgate PATH] [--static-only] [--require-helm]
+Ends with a line "N passed, M failed"; exits 1 on any failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover
+    sys.exit("check_chart.py needs PyYAML: pip install pyyaml")
+
+try:
+    import tomllib  # Python >= 3.11
+except ImportError:  # pragma: no cover
+    tomllib = None
+
+HERE = Path(__file__).resolve().parent
+CHART = HERE.parent / "wsgate"
+REPO = HERE.parent.parent
+SCENARIOS = HERE / "values"
+KUBE_VERSIONS = ["1.26.0", "1.32.0"]
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+SECRET_ENV = ("WSGATE_JWT_SECRET", "WSGATE_API_KEYS", "WSGATE_REDIS_URL")
+# Rendered with --set on top of a scenario; each must fail with this text.
+MUST_FAIL = [
+    ("no token key at all", [], "no token key"),
+    ("2 replicas without Redis", ["--set", "jwt.existingSecret=k"], "need Redis"),
+    (
+        "autoscaling without Redis",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "autoscaling.enabled=true"],
+        "need Redis",
+    ),
+    (
+        "short HS256 secret",
+        ["--set", "jwt.secret=short", "--set", "replicaCount=1"],
+        "shorter than 32 characters",
+    ),
+    (
+        "inline key and existing secret",
+        ["--set", "jwt.secret=" + "x" * 40, "--set", "jwt.existingSecret=k", "--set", "replicaCount=1"],
+        "not both",
+    ),
+    (
+        "secret given with keyType=publicKey",
+        ["--set", "jwt.keyType=publicKey", "--set", "jwt.secret=" + "x" * 40, "--set", "replicaCount=1"],
+        "give only the key that matches keyType",
+    ),
+    (
+        "rediss:// URL",
+        ["--set", "jwt.existingSecret=k", "--set", "redis.url=rediss://r:6379"],
+        "must start with redis://",
+    ),
+    (
+        "grace period shorter than the drain",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "terminationGracePeriodSeconds=20"],
+        "mid-drain",
+    ),
+    (
+        "short API key",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "apiKeys.keys[0]=tooshort"],
+        "apiKeys",
+    ),
+    (
+        "typo in a config key (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.ws.hearbeat_s=5"],
+        "hearbeat_s",
+    ),
+    (
+        "tls without a Secret",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "tls.enabled=true"],
+        "tls.existingSecret",
+    ),
+]
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+        self.notes: list[str] = []
+
+    def ok(self, cond: bool, what: str, detail: str = "") -> bool:
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            detail = " | ".join(line.strip() for line in detail.splitlines() if line.strip())
+            print(f"FAIL {what}" + (f": {detail}" if detail else ""))
+        return cond
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"note: {text}")
+
+
+# --------------------------------------------------------------------------
+# static checks
+# --------------------------------------------------------------------------
+
+VALUES_REF = re.compile(r"(?<![\w$])\$?\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+ALIAS_DEF = re.compile(r"\$([A-Za-z_]\w*)\s*:?=\s*\$?\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*(-?}}|\|)")
+ALIAS_USE = re.compile(r"\$([A-Za-z_]\w*)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def lookup(values: dict, path: list[str]) -> tuple[bool, str]:
+    node = values
+    for i, key in enumerate(path):
+        if not isinstance(node, dict):
+            # Into a free-form value (e.g. .Values.resources.limits): fine
+            # when values.yaml declares it as a map that is empty.
+            return False, ".".join(path[:i]) + " is not a map"
+        if key not in node:
+            if node == {}:
+                return True, ""
+            return False, "missing " + ".".join(path[: i + 1])
+        node = node[key]
+    return True, ""
+
+
+def template_files() -> list[Path]:
+    return sorted(p for p in (CHART / "templates").rglob("*") if p.is_file())
+
+
+def check_values_refs(c: Checker, values: dict) -> None:
+    seen = 0
+    for path in template_files():
+        text = path.read_text()
+        aliases: dict[str, list[str] | None] = {}
+        for m in ALIAS_DEF.finditer(text):
+            name, target = m.group(1), m.group(2).strip(".").split(".")
+            aliases[name] = None if name in aliases and aliases[name] != target else target
+        refs = [m.group(1).strip(".").split(".") for m in VALUES_REF.finditer(text)]
+        for m in ALIAS_USE.finditer(text):
+            base = aliases.get(m.group(1))
+            if base:
+                refs.append(base + m.group(2).strip(".").split("."))
+        for ref in refs:
+            seen += 1
+            found, why = lookup(values, ref)
+            c.ok(found, f"{path.relative_to(CHART)}: .Values.{'.'.join(ref)}", why)
+    c.ok(seen > 50, "templates reference values", f"only {seen} references found")
+
+
+def walk_keys(node, prefix=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield prefix + (k,), v
+            yield from walk_keys(v, prefix + (k,))
+
+
+def check_schema(c: Checker, values: dict) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, _ in walk_keys(values):
+        node = schema
+        for key in path:
+            props = node.get("properties")
+            if props is None:
+                break  # free-form below here
+            if key not in props:
+                if isinstance(node.get("additionalProperties"), dict):
+                    node = node["additionalProperties"]
+                    continue
+                c.ok(False, "values.schema.json declares " + ".".join(path))
+                break
+            node = props[key]
+        else:
+            c.ok(True, "schema key")
+    try:
+        import jsonschema
+    except ImportError:
+        c.note("jsonschema not importable: values.yaml not validated against values.schema.json here (helm does it)")
+        return
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(values), key=str)
+    c.ok(not errors, "values.yaml validates against values.schema.json", "; ".join(e.message for e in errors[:5]))
+
+
+RUST_STRUCT = re.compile(r"pub struct (\w+) \{(.*?)\n\}", re.S)
+RUST_FIELD = re.compile(r"^\s*pub (\w+): ([\w<>:, ]+),", re.M)
+SECTION_STRUCT = {
+    "jwt": "JwtConfig",
+    "jwt.claims": "ClaimNames",
+    "redis": "RedisConfig",
+    "ws": "WsConfig",
+    "limits": "LimitsConfig",
+    "shutdown": "ShutdownConfig",
+    "permissions": "PermissionsConfig",
+}
+# Keys of `config:` that the chart passes by environment, not in the file.
+ENV_ONLY = {"log": "log", "logFormat": "log_format"}
+
+
+def check_config_keys(c: Checker, values: dict) -> None:
+    src = REPO / "src" / "config.rs"
+    if not src.exists():
+        c.note("src/config.rs not found: config keys not compared with wsgate's")
+        return
+    structs = {
+        m.group(1): {f.group(1) for f in RUST_FIELD.finditer(m.group(2))} for m in RUST_STRUCT.finditer(src.read_text())
+    }
+    top = structs.get("Config", set())
+    for key, value in values["config"].items():
+        if key in ENV_ONLY:
+            c.ok(ENV_ONLY[key] in top, f"config.{key} is wsgate's {ENV_ONLY[key]}")
+            continue
+        c.ok(key in top, f"config.{key} is a wsgate config key")
+        if isinstance(value, dict) and key in SECTION_STRUCT:
+            fields = structs.get(SECTION_STRUCT[key], set())
+            for sub, subvalue in value.items():
+                c.ok(sub in fields, f"config.{key}.{sub} is a field of {SECTION_STRUCT[key]}")
+                nested = f"{key}.{sub}"
+                if isinstance(subvalue, dict) and nested in SECTION_STRUCT:
+                    for leaf in subvalue:
+                        c.ok(leaf in structs.get(SECTION_STRUCT[nested], set()), f"config.{nested}.{leaf} is a wsgate key")
+
+
+def check_metric_names(c: Checker) -> None:
+    """Every wsgate_* metric the alerts use is one PROTOCOL.md §9 lists."""
+    protocol = REPO / "docs" / "PROTOCOL.md"
+    if not protocol.exists():
+        c.note("docs/PROTOCOL.md not found: alert metric names not checked")
+        return
+    text = protocol.read_text()
+    section = text[text.find("## 9. Metrics") :]
+    known = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+    c.ok(len(known) > 10, "PROTOCOL.md §9 lists the metrics")
+    rules = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    for metric in sorted(set(re.findall(r"\bwsgate_(\w+)", rules))):
+        base = re.sub(r"_(bucket|sum|count)$", "", metric)
+        c.ok(base in known, f"alert metric wsgate_{metric} is in PROTOCOL.md §9")
+
+
+def check_static(c: Checker) -> dict:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    for field in ("apiVersion", "name", "version", "appVersion"):
+        c.ok(bool(chart.get(field)), f"Chart.yaml has {field}")
+    c.ok(chart.get("apiVersion") == "v2", "Chart.yaml apiVersion is v2")
+    c.ok(bool(re.fullmatch(r"\d+\.\d+\.\d+(-[\w.]+)?", str(chart.get("version")))), "Chart.yaml version is SemVer")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    c.ok(isinstance(values, dict), "values.yaml is a map")
+    # No credential defaults, anywhere.
+    for path in (("jwt", "secret"), ("jwt", "publicKey"), ("jwt", "existingSecret"), ("redis", "url"), ("redis", "existingSecret"), ("apiKeys", "existingSecret")):
+        c.ok(values[path[0]][path[1]] in ("", None), f"values.yaml has no default for {'.'.join(path)}")
+    c.ok(values["apiKeys"]["keys"] == [], "values.yaml has no default API key")
+    # Every top-level key carries a comment (above it, or on its first child).
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^([A-Za-z]\w*):", line)
+        if not m:
+            continue
+        above = i > 0 and lines[i - 1].lstrip().startswith("#")
+        below = i + 1 < len(lines) and lines[i + 1].lstrip().startswith("#")
+        c.ok(above or below, f"values.yaml: {m.group(1)} is commented")
+    check_values_refs(c, values)
+    check_schema(c, values)
+    check_config_keys(c, values)
+    check_metric_names(c)
+    for name in ("README.md", "templates/NOTES.txt", "templates/_helpers.tpl", ".helmignore"):
+        c.ok((CHART / name).exists(), f"chart has {name}")
+    return values
+
+
+# --------------------------------------------------------------------------
+# render checks
+# --------------------------------------------------------------------------
+
+
+def find_helm(arg: str | None) -> str | None:
+    for cand in (arg, os.environ.get("HELM"), shutil.which("helm")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    try:
+        out = subprocess.run([str(HERE / "get-helm.sh")], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    path = out.stdout.strip()
+    return path if out.returncode == 0 and path and os.access(path, os.X_OK) else None
+
+
+def find_wsgate(arg: str | None) -> str | None:
+    for cand in (arg, os.environ.get("WSGATE_BIN"), REPO / "target/release/wsgate", REPO / "target/debug/wsgate"):
+        if cand and os.access(str(cand), os.X_OK):
+            return str(cand)
+    return None
+
+
+def helm(helm_bin: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([helm_bin, *args], capture_output=True, text=True, timeout=120)
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None, kube: str) -> None:
+    tag = f"[{name} @ {kube}]"
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+        labels = d["metadata"].get("labels", {})
+        if d["kind"] != "Pod":
+            c.ok("app.kubernetes.io/name" in labels and "app.kubernetes.io/instance" in labels, f"{tag} {d['kind']} has the standard labels")
+    deps = by_kind.get("Deployment", [])
+    if not c.ok(len(deps) == 1, f"{tag} one Deployment"):
+        return
+    dep = deps[0]
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    c.ok(
+        spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items(),
+        f"{tag} selector labels are on the pod template",
+    )
+    (ctr,) = pod["containers"]
+    c.ok(ctr["args"] == ["--config", "/etc/wsgate/wsgate.toml"], f"{tag} args --config /etc/wsgate/wsgate.toml")
+    if "command" in ctr:  # the open-files wrapper must exec wsgate (PID 1 gets SIGTERM)
+        cmd = ctr["command"]
+        c.ok(cmd[:2] == ["/bin/sh", "-c"] and cmd[2].endswith('exec "$0" "$@"') and "ulimit -n" in cmd[2], f"{tag} command wrapper execs wsgate")
+    c.ok(ctr["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], f"{tag} container port 8080 named http")
+    env = env_of(ctr)
+    c.ok(env.get("WSGATE_NODE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name", f"{tag} WSGATE_NODE_ID from the pod name")
+    c.ok(env.get("WSGATE_LOG_FORMAT", {}).get("value") == "json", f"{tag} WSGATE_LOG_FORMAT=json")
+    for var in SECRET_ENV:
+        if var in env:
+            c.ok("value" not in env[var] and "secretKeyRef" in env[var].get("valueFrom", {}), f"{tag} {var} comes from a Secret")
+    c.ok(("WSGATE_JWT_SECRET" in env) != ("WSGATE_JWT_PUBLIC_KEY_FILE" in env), f"{tag} exactly one JWT key variable")
+    if "WSGATE_JWT_PUBLIC_KEY_FILE" in env:
+        keyfile = env["WSGATE_JWT_PUBLIC_KEY_FILE"]["value"]
+        mounts = [m for m in ctr["volumeMounts"] if keyfile.startswith(m["mountPath"].rstrip("/") + "/")]
+        vols = {v["name"]: v for v in pod["volumes"]}
+        c.ok(len(mounts) == 1 and "secret" in vols[mounts[0]["name"]], f"{tag} the JWT public key file is mounted from a Secret")
+    # Probes.
+    c.ok(ctr["livenessProbe"]["httpGet"]["path"] == "/health", f"{tag} liveness GET /health")
+    c.ok(ctr["readinessProbe"]["httpGet"]["path"] == "/ready", f"{tag} readiness GET /ready")
+    # Config file and drain window.
+    cms = [d for d in by_kind.get("ConfigMap", []) if "wsgate.toml" in d.get("data", {})]
+    if not c.ok(len(cms) == 1, f"{tag} ConfigMap with wsgate.toml"):
+        return
+    toml_text = cms[0]["data"]["wsgate.toml"]
+    drain = None
+    if tomllib:
+        try:
+            parsed = tomllib.loads(toml_text)
+            drain = parsed["shutdown"]["drain_s"]
+            c.ok(bool(parsed.get("permissions", {}).get("roles")), f"{tag} wsgate.toml has [permissions.roles]")
+            c.ok(True, f"{tag} wsgate.toml parses")
+        except Exception as e:  # noqa: BLE001
+            c.ok(False, f"{tag} wsgate.toml parses", str(e))
+    else:
+        m = re.search(r"^drain_s = (\d+)", toml_text, re.M)
+        drain = int(m.group(1)) if m else None
+    if wsgate_bin:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "wsgate.toml"
+            cfg.write_text(toml_text)
+            run_env = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")}
+            run_env.update({"WSGATE_JWT_SECRET": "check-chart-only-0123456789abcdef", "WSGATE_LISTEN": "0.0.0.0:8080"})
+            for e in ctr.get("env", []):  # literal WSGATE_* values of the pod
+                if e["name"].startswith("WSGATE_") and "value" in e and e["name"] not in ("WSGATE_JWT_PUBLIC_KEY_FILE", "WSGATE_TLS_CERT_FILE", "WSGATE_TLS_KEY_FILE"):
+                    run_env[e["name"]] = e["value"]
+            out = subprocess.run([wsgate_bin, "token", "--config", str(cfg), "--sub", "chart-check"], capture_output=True, text=True, env=run_env, timeout=60)
+            c.ok(out.returncode == 0 and out.stdout.count(".") == 2, f"{tag} wsgate loads the rendered config and env", out.stderr.strip())
+    sleep = 0
+    pre = ctr.get("lifecycle", {}).get("preStop")
+    if pre:
+        sleep = pre["sleep"]["seconds"] if "sleep" in pre else int(pre["exec"]["command"][-1])
+        if "sleep" in pre:
+            c.ok(tuple(int(x) for x in kube.split(".")[:2]) >= (1, 30), f"{tag} sleep action only on Kubernetes >= 1.30")
+    grace = pod["terminationGracePeriodSeconds"]
+    if drain is not None:
+        c.ok(grace >= sleep + drain + 11, f"{tag} terminationGracePeriodSeconds {grace} > preStop {sleep} + drain_s {drain} + 10")
+    # Security.
+    psc, sc = pod.get("securityContext", {}), ctr.get("securityContext", {})
+    c.ok(psc.get("runAsNonRoot") or sc.get("runAsNonRoot"), f"{tag} runAsNonRoot")
+    c.ok(sc.get("readOnlyRootFilesystem") is True, f"{tag} readOnlyRootFilesystem")
+    c.ok(sc.get("allowPrivilegeEscalation") is False, f"{tag} no privilege escalation")
+    c.ok(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{tag} drop ALL capabilities")
+    c.ok((sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{tag} seccomp RuntimeDefault")
+    c.ok(bool(ctr.get("resources", {}).get("requests")) and bool(ctr["resources"].get("limits")), f"{tag} resource requests and limits")
+    # Redis with more than one replica.
+    hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    most = hpas[0]["spec"]["maxReplicas"] if hpas else spec.get("replicas", 1)
+    c.ok("replicas" not in spec if hpas else True, f"{tag} no fixed replicas with an HPA")
+    if most > 1:
+        c.ok("WSGATE_REDIS_URL" in env, f"{tag} Redis configured for {most} replicas")
+    # Service, ingress, monitoring.
+    (svc,) = by_kind.get("Service", [{}])
+    ports = svc.get("spec", {}).get("ports", [])
+    c.ok(svc.get("spec", {}).get("type") == "ClusterIP" and ports and ports[0]["port"] == 80 and ports[0]["targetPort"] == "http", f"{tag} ClusterIP Service 80 -> http")
+    for ing in by_kind.get("Ingress", []):
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                c.ok(p["path"] not in ("/", "/metrics") and not p["path"].startswith("/api"), f"{tag} Ingress does not expose {p['path']}")
+    for sm in by_kind.get("ServiceMonitor", []):
+        ep = sm["spec"]["endpoints"][0]
+        c.ok(ep["port"] == "http" and ep["path"] == "/metrics", f"{tag} ServiceMonitor scrapes http /metrics")
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        c.ok(pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"], f"{tag} PDB selects the pods")
+    for p in by_kind.get("Pod", []):
+        c.ok(not (spec["selector"]["matchLabels"].items() <= p["metadata"]["labels"].items()), f"{tag} test pod is not selected by the Service")
+
+
+def validate_k8s(c: Checker, name: str, docs: list[dict], kube: str) -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        return
+    for d in docs:
+        if d["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(d, kube, strict=True)
+            c.ok(True, "schema")
+        except kubernetes_validate.ValidationError as e:
+            c.ok(False, f"[{name} @ {kube}] {d['kind']} {d['metadata']['name']} matches the Kubernetes {kube} schema", str(e).splitlines()[0])
+        except Exception as e:  # noqa: BLE001  (schema for that version missing)
+            c.note(f"kubernetes_validate could not check {d['kind']} at {kube}: {e}")
+            return
+
+
+def check_promql(c: Checker, name: str, docs: list[dict]) -> None:
+    try:
+        import promql_parser
+    except ImportError:
+        return
+    for d in docs:
+        if d["kind"] != "PrometheusRule":
+            continue
+        for group in d["spec"]["groups"]:
+            for rule in group["rules"]:
+                try:
+                    promql_parser.parse(rule["expr"])
+                    c.ok(True, "promql")
+                except Exception as e:  # noqa: BLE001
+                    c.ok(False, f"[{name}] alert {rule.get('alert')} is valid PromQL", str(e))
+
+
+def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None) -> None:
+    version = helm(helm_bin, "version", "--short").stdout.strip()
+    print(f"helm: {helm_bin} ({version})")
+    try:
+        import kubernetes_validate  # noqa: F401
+        print("kubernetes_validate: yes (strict OpenAPI schema validation)")
+    except ImportError:
+        c.note("kubernetes_validate not importable: rendered objects not validated against the Kubernetes schema (pip install kubernetes-validate)")
+    print(f"wsgate binary: {wsgate_bin or 'none (rendered config only parsed, not loaded by wsgate)'}")
+    scenarios = sorted(SCENARIOS.glob("*.yaml"))
+    c.ok(bool(scenarios), "CI scenarios exist")
+    for sc in scenarios:
+        out = helm(helm_bin, "lint", "--strict", str(CHART), "-f", str(sc))
+        c.ok(out.returncode == 0, f"helm lint --strict -f {sc.name}", (out.stdout + out.stderr).strip()[-800:])
+        for kube in KUBE_VERSIONS:
+            out = helm(helm_bin, "template", "ci", str(CHART), "--namespace", "ci", "--kube-version", kube, "-f", str(sc), "--api-versions", "monitoring.coreos.com/v1")
+            if not c.ok(out.returncode == 0, f"helm template -f {sc.name} --kube-version {kube}", out.stderr.strip()[-800:]):
+                continue
+            docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+            check_render(c, sc.stem, docs, wsgate_bin, kube)
+            validate_k8s(c, sc.stem, docs, kube)
+            check_promql(c, sc.stem, docs)
+    # `helm template` does not render NOTES.txt and `helm install --dry-run`
+    # wants a cluster: render it from a copy of the chart, wrapped in a
+    # ConfigMap.
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "wsgate"
+        shutil.copytree(CHART, copy)
+        notes = (copy / "templates" / "NOTES.txt").read_text()
+        (copy / "templates" / "NOTES.txt").unlink()
+        (copy / "templates" / "_ci_notes.tpl").write_text('{{- define "ci.notes" -}}\n' + notes + "\n{{- end -}}\n")
+        (copy / "templates" / "ci-notes.yaml").write_text(
+            'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "ci.notes" . | toJson }}\n'
+        )
+        for sc in scenarios:
+            out = helm(helm_bin, "template", "ci", str(copy), "--namespace", "ci", "-f", str(sc), "--show-only", "templates/ci-notes.yaml")
+            text = yaml.safe_load(out.stdout)["data"]["notes"] if out.returncode == 0 else ""
+            c.ok("port-forward" in text and "token" in text and "<no value>" not in text, f"NOTES.txt renders for {sc.name}", out.stderr.strip()[-400:])
+            if os.environ.get("SHOW_NOTES"):
+                print(f"----- NOTES for {sc.name}\n{text}")
+    for what, args, expect in MUST_FAIL:
+        out = helm(helm_bin, "template", "ci", str(CHART), *args)
+        c.ok(out.returncode != 0 and expect in out.stderr, f"render fails: {what}", f"rc={out.returncode} stderr={out.stderr.strip()[-300:]}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--helm", help="helm binary (default: $HELM, PATH, or helm/ci/get-helm.sh)")
+    ap.add_argument("--wsgate", help="wsgate binary to load the rendered config with (default: $WSGATE_BIN or target/*/wsgate)")
+    ap.add_argument("--static-only", action="store_true", help="skip the helm render checks")
+    ap.add_argument("--require-helm", action="store_true", help="fail when no helm binary can be found (for CI)")
+    args = ap.parse_args()
+    c = Checker()
+    check_static(c)
+    if args.static_only:
+        c.note("--static-only: chart not rendered")
+    else:
+        helm_bin = find_helm(args.helm)
+        if helm_bin:
+            check_helm(c, helm_bin, find_wsgate(args.wsgate))
+        elif args.require_helm:
+            c.ok(False, "a helm binary is available (--require-helm)")
+        else:
+            c.note("no helm binary found: only the static checks ran")
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

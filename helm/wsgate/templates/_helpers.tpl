@@ -1,0 +1,269 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit).
+*/}}
+{{- define "wsgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-<chart>, or the release name alone when it already
+contains the chart name.
+*/}}
+{{- define "wsgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart label value: name-version.
+*/}}
+{{- define "wsgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: stable for the life of the release (never add to them).
+*/}}
+{{- define "wsgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wsgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "wsgate.labels" -}}
+helm.sh/chart: {{ include "wsgate.chart" . }}
+{{ include "wsgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: wsgate
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+ServiceAccount name.
+*/}}
+{{- define "wsgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "wsgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference: repository@digest, or repository:tag (tag defaults to the
+chart's appVersion).
+*/}}
+{{- define "wsgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret the chart creates for inline credentials.
+*/}}
+{{- define "wsgate.secretName" -}}
+{{- include "wsgate.fullname" . }}
+{{- end }}
+
+{{/*
+True ("true") when any credential is given inline, so the chart must create
+its Secret.
+*/}}
+{{- define "wsgate.createSecret" -}}
+{{- if or .Values.jwt.secret .Values.jwt.publicKey .Values.apiKeys.keys .Values.redis.url -}}
+true
+{{- end }}
+{{- end }}
+
+{{/*
+The JWT key source: a dict with name (Secret name) and key (key inside it).
+Validates that exactly one source is given for the chosen keyType.
+*/}}
+{{- define "wsgate.jwtSource" -}}
+{{- $jwt := .Values.jwt }}
+{{- if not (has $jwt.keyType (list "secret" "publicKey")) }}
+{{- fail (printf "wsgate: jwt.keyType must be \"secret\" or \"publicKey\", not %q" (toString $jwt.keyType)) }}
+{{- end }}
+{{- $inline := ternary $jwt.secret $jwt.publicKey (eq $jwt.keyType "secret") }}
+{{- $other := ternary $jwt.publicKey $jwt.secret (eq $jwt.keyType "secret") }}
+{{- $defaultKey := ternary "jwt-secret" "jwt-public-key.pem" (eq $jwt.keyType "secret") }}
+{{- if $other }}
+{{- fail (printf "wsgate: jwt.keyType is %q, but jwt.%s is set: give only the key that matches keyType" $jwt.keyType (ternary "publicKey" "secret" (eq $jwt.keyType "secret"))) }}
+{{- end }}
+{{- if and $inline $jwt.existingSecret }}
+{{- fail "wsgate: set either an inline JWT key (jwt.secret / jwt.publicKey) or jwt.existingSecret, not both" }}
+{{- end }}
+{{- if not (or $inline $jwt.existingSecret) }}
+{{- fail (printf "wsgate: no token key. wsgate has no built-in secret and refuses to start without one: set jwt.existingSecret (a Secret with key %q), or jwt.%s" (default $defaultKey $jwt.existingSecretKey) (ternary "secret (HS256, at least 32 characters)" "publicKey (PEM)" (eq $jwt.keyType "secret"))) }}
+{{- end }}
+{{- if and (eq $jwt.keyType "secret") $jwt.secret (lt (len $jwt.secret) 32) }}
+{{- fail "wsgate: jwt.secret is shorter than 32 characters; HS256 needs a key of at least 256 bits (e.g. openssl rand -base64 48)" }}
+{{- end }}
+{{- if and (eq $jwt.keyType "publicKey") $jwt.publicKey (not (contains "-----BEGIN" $jwt.publicKey)) }}
+{{- fail "wsgate: jwt.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" }}
+{{- end }}
+{{- if $jwt.existingSecret }}
+{{- dict "name" $jwt.existingSecret "key" (default $defaultKey $jwt.existingSecretKey) | toJson }}
+{{- else }}
+{{- dict "name" (include "wsgate.secretName" .) "key" $defaultKey | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+The API keys source, or an empty dict when the server API is off.
+*/}}
+{{- define "wsgate.apiKeysSource" -}}
+{{- $api := .Values.apiKeys }}
+{{- if and $api.keys $api.existingSecret }}
+{{- fail "wsgate: set either apiKeys.keys or apiKeys.existingSecret, not both" }}
+{{- end }}
+{{- range $api.keys }}
+{{- if lt (len (toString .)) 16 }}
+{{- fail "wsgate: every entry of apiKeys.keys needs at least 16 characters (wsgate refuses shorter keys at start)" }}
+{{- end }}
+{{- if contains "," (toString .) }}
+{{- fail "wsgate: apiKeys.keys entries must not contain commas (WSGATE_API_KEYS is comma-separated)" }}
+{{- end }}
+{{- end }}
+{{- if $api.existingSecret }}
+{{- dict "name" $api.existingSecret "key" (default "api-keys" $api.existingSecretKey) | toJson }}
+{{- else if $api.keys }}
+{{- dict "name" (include "wsgate.secretName" .) "key" "api-keys" | toJson }}
+{{- else }}
+{{- dict | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+Most pods that can run at once: maxReplicas with autoscaling, else
+replicaCount.
+*/}}
+{{- define "wsgate.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- int .Values.autoscaling.maxReplicas }}
+{{- else }}
+{{- int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Redis URL source, or an empty dict for the embedded memory broker. Fails
+when more than one replica may run without Redis.
+*/}}
+{{- define "wsgate.redisSource" -}}
+{{- $redis := .Values.redis }}
+{{- if and $redis.url $redis.existingSecret }}
+{{- fail "wsgate: set either redis.url or redis.existingSecret, not both" }}
+{{- end }}
+{{- if and $redis.url (not (hasPrefix "redis://" $redis.url)) }}
+{{- fail (printf "wsgate: redis.url must start with redis:// (this build of wsgate's Redis client has no TLS, so rediss:// would never connect; sentinel and cluster URLs are not supported either)") }}
+{{- end }}
+{{- $max := include "wsgate.maxReplicas" . | int }}
+{{- if and (gt $max 1) (not (or $redis.url $redis.existingSecret)) }}
+{{- fail (printf "wsgate: %d replicas need Redis. Without redis.url or redis.existingSecret wsgate runs its embedded in-memory broker, which is single-node: an event published on one pod would never reach the sockets on the others. Set redis.url / redis.existingSecret, or run one replica (replicaCount=1, autoscaling.enabled=false)." $max) }}
+{{- end }}
+{{- if $redis.existingSecret }}
+{{- dict "name" $redis.existingSecret "key" (default "redis-url" $redis.existingSecretKey) | toJson }}
+{{- else if $redis.url }}
+{{- dict "name" (include "wsgate.secretName" .) "key" "redis-url" | toJson }}
+{{- else }}
+{{- dict | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+preStop sleep, drain window and the termination grace period derived from
+them. wsgate waits drain_s + 5 s for sockets, closes what is left and waits
+up to 5 s more, then stops the runtime (1 s): drain_s + 11 s at most.
+*/}}
+{{- define "wsgate.preStopSleep" -}}
+{{- int (default 0 .Values.lifecycle.preStopSleepSeconds) }}
+{{- end }}
+
+{{- define "wsgate.terminationGracePeriod" -}}
+{{- $sleep := include "wsgate.preStopSleep" . | int }}
+{{- $drain := int .Values.config.shutdown.drain_s }}
+{{- $minimum := add $sleep $drain 11 }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $sleep $drain 15 }}
+{{- else }}
+{{- $given := int .Values.terminationGracePeriodSeconds }}
+{{- if lt $given $minimum }}
+{{- fail (printf "wsgate: terminationGracePeriodSeconds=%d is shorter than preStopSleepSeconds (%d) + config.shutdown.drain_s (%d) + 11 s = %d: the kubelet would SIGKILL the pod mid-drain and its clients would not get a 1012 close. Raise it, or leave it empty to have it computed." $given $sleep $drain $minimum) }}
+{{- end }}
+{{- $given }}
+{{- end }}
+{{- end }}
+
+{{/*
+preStop handler, or nothing when preStopSleepSeconds is 0.
+*/}}
+{{- define "wsgate.preStop" -}}
+{{- $sleep := include "wsgate.preStopSleep" . | int }}
+{{- if gt $sleep 0 }}
+{{- $mode := .Values.lifecycle.preStopMode }}
+{{- if eq $mode "auto" }}
+{{- $mode = ternary "sleepAction" "exec" (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- if eq $mode "sleepAction" }}
+sleep:
+  seconds: {{ $sleep }}
+{{- else if eq $mode "exec" }}
+exec:
+  command: ["sleep", "{{ $sleep }}"]
+{{- else }}
+{{- fail (printf "wsgate: lifecycle.preStopMode must be auto, sleepAction or exec, not %q" (toString $mode)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Probe scheme: HTTPS when wsgate terminates TLS itself.
+*/}}
+{{- define "wsgate.probeScheme" -}}
+{{- ternary "HTTPS" "HTTP" (.Values.tls.enabled | default false) }}
+{{- end }}
+
+{{/*
+A TOML string (JSON string escapes are valid TOML basic-string escapes).
+*/}}
+{{- define "wsgate.tomlString" -}}
+{{- toString . | toJson }}
+{{- end }}
+
+{{/*
+A TOML array of strings.
+*/}}
+{{- define "wsgate.tomlStrings" -}}
+{{- $items := list }}
+{{- range . }}
+{{- $items = append $items (toString .) }}
+{{- end }}
+{{- $items | toJson }}
+{{- end }}
+
+{{/*
+A TOML float (accepts ints and floats from values).
+*/}}
+{{- define "wsgate.tomlFloat" -}}
+{{- $f := float64 . }}
+{{- if eq $f (floor $f) }}
+{{- printf "%.1f" $f }}
+{{- else }}
+{{- toString $f }}
+{{- end }}
+{{- end }}
