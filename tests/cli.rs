@@ -116,3 +116,35 @@ async fn tail_prints_the_welcome_and_events() {
     assert_eq!(event["event"], "order:shipped");
     assert_eq!(event["data"]["id"], 7);
 }
+
+#[tokio::test]
+async fn tokens_never_reach_the_log_even_at_trace_level() {
+    let log = temp_dir("log").join("wsgate.log");
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_LOG", "trace")
+            .env("WSGATE_LOG_FORMAT", "json")
+            .log_to(&log),
+    )
+    .await;
+    let tokens: Vec<String> = (0..3).map(|i| token(&format!("u{i}"), None, &[], 60)).collect();
+    let mut by_header = Client::connect(&node, &tokens[0], Via::Header).await.unwrap();
+    let _by_query = Client::connect(&node, &tokens[1], Via::Query).await.unwrap();
+    let _by_frame = Client::connect(&node, &tokens[2], Via::Frame).await.unwrap();
+    let refresh = token("u0", None, &[], 600);
+    let reply = by_header.request(json!({"type": "refresh", "token": refresh})).await;
+    assert_eq!(reply["type"], "ack");
+    let bad = format!("{}x", tokens[0]);
+    assert!(Client::connect(&node, &bad, Via::Query).await.is_err());
+    drop(by_header);
+    node.wait_metric("wsgate_connections", |v| v == 2.0).await;
+    drop(node);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("conn_id"), "the log has session lines at trace level");
+    for secret in tokens.iter().chain([&refresh, &bad]) {
+        // The signature part is what makes a token usable.
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token leaked into the log");
+    }
+}

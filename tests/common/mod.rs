@@ -236,6 +236,8 @@ pub struct NodeOptions {
     /// Replaces the default test config file (roles only) when set.
     pub config_toml: Option<String>,
     pub node_id: Option<String>,
+    /// Send the node's log (stderr) to this file instead of the test output.
+    pub log_file: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -262,6 +264,11 @@ impl NodeOptions {
 
     pub fn node_id(mut self, id: &str) -> Self {
         self.node_id = Some(id.into());
+        self
+    }
+
+    pub fn log_to(mut self, path: &std::path::Path) -> Self {
+        self.log_file = Some(path.to_owned());
         self
     }
 }
@@ -303,6 +310,9 @@ impl Node {
         }
         for (name, value) in &options.env {
             command.env(name, value);
+        }
+        if let Some(path) = &options.log_file {
+            command.stderr(std::fs::File::create(path).expect("log file"));
         }
         let mut child = command.spawn().expect("spawn wsgate");
         let stdout = child.stdout.take().expect("stdout");
