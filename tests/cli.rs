@@ -53,23 +53,12 @@ async fn node_refuses_to_start_without_a_key_and_dev_config_refuses_public_addre
 #[tokio::test]
 async fn environment_alone_runs_the_node() {
     // No config file, no subcommand: WSGATE_LISTEN and WSGATE_JWT_SECRET suffice.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .env_clear()
-        .env("WSGATE_LISTEN", "127.0.0.1:0")
-        .env("WSGATE_JWT_SECRET", SECRET)
-        .env("WSGATE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr = line.trim_start_matches("wsgate listening on http://");
+    let (_node, addr) = spawn_bare(&[
+        ("WSGATE_LISTEN", "127.0.0.1:0"),
+        ("WSGATE_JWT_SECRET", SECRET),
+        ("WSGATE_LOG", "warn"),
+    ])
+    .await;
     let url = format!("ws://{addr}/v1/ws");
     let client = Client::connect_url(&url, &token("5", None, &[], 60), Via::Header)
         .await
@@ -105,13 +94,7 @@ async fn tail_prints_the_welcome_and_events() {
     };
     assert_eq!(next().await["type"], "welcome");
     assert_eq!(next().await["type"], "ack", "subscribed to orders:7");
-    let response = node
-        .api(reqwest::Method::POST, "/api/v1/publish")
-        .json(&json!({"rooms": ["orders:7"], "event": "order:shipped", "data": {"id": 7}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    node.publish("orders:7", "order:shipped", json!({"id": 7})).await;
     let event = next().await;
     assert_eq!(event["event"], "order:shipped");
     assert_eq!(event["data"]["id"], 7);

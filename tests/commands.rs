@@ -7,16 +7,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-async fn publish_api(node: &Node, room: &str, event: &str) {
-    let response = node
-        .api(reqwest::Method::POST, "/api/v1/publish")
-        .json(&json!({"rooms": [room], "event": event, "data": {"room": room}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-}
-
 fn assert_ack(reply: &Value) {
     assert_eq!(reply["type"], "ack", "{reply}");
 }
@@ -36,7 +26,7 @@ async fn subscribe_then_receive_then_unsubscribe() {
     // Subscribing twice is harmless.
     assert_ack(&client.request(json!({"type": "subscribe", "room": "orders:123"})).await);
 
-    publish_api(&node, "orders:123", "order:updated").await;
+    node.publish("orders:123", "order:updated", json!(null)).await;
     let event = client.recv_type("event").await;
     assert_eq!(event["room"], "orders:123");
 
@@ -45,8 +35,8 @@ async fn subscribe_then_receive_then_unsubscribe() {
             .request(json!({"type": "unsubscribe", "room": "orders:123"}))
             .await,
     );
-    publish_api(&node, "orders:123", "after-unsubscribe").await;
-    publish_api(&node, "user:42", "sentinel").await;
+    node.publish("orders:123", "after-unsubscribe", json!(null)).await;
+    node.publish("user:42", "sentinel", json!(null)).await;
     assert_eq!(
         client.recv_type("event").await["event"],
         "sentinel",
@@ -209,13 +199,7 @@ async fn publish_reaches_every_member_on_every_node_and_echo_false_skips_the_pub
         assert_eq!(client.recv_type("event").await["event"], "quiet");
     }
     // The publisher's next event is the sentinel, not its own "quiet".
-    let response = n2
-        .api(reqwest::Method::POST, "/api/v1/publish")
-        .json(&json!({"rooms": ["chat:9"], "event": "sentinel"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    n2.publish("chat:9", "sentinel", json!(null)).await;
     assert_eq!(publisher.recv_type("event").await["event"], "sentinel");
     n1.wait_metric("wsgate_events_published_total{source=\"client\"}", |v| v == 2.0)
         .await;

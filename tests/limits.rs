@@ -15,13 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// after everything before it, and still answers pings.
 async fn assert_bystander_served(node: &Node, bystander: &mut Client, tag: &str) {
     let user = bystander.welcome["user_id"].as_str().unwrap().to_string();
-    let response = node
-        .api(reqwest::Method::POST, "/api/v1/publish")
-        .json(&json!({"rooms": [format!("user:{user}")], "event": tag}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    node.publish(&format!("user:{user}"), tag, json!(null)).await;
     assert_eq!(bystander.recv_type("event").await["event"], tag);
     assert_eq!(bystander.request(json!({"type": "ping"})).await["type"], "pong");
 }
@@ -140,13 +134,7 @@ async fn a_sustained_flood_closes_with_4008_and_bystanders_get_every_event() {
         flooder
     });
     for i in 0..50 {
-        let response = node
-            .api(reqwest::Method::POST, "/api/v1/publish")
-            .json(&json!({"rooms": ["org:acme"], "event": "during-flood", "data": {"i": i}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        node.publish("org:acme", "during-flood", json!({"i": i})).await;
     }
     for i in 0..50 {
         let event = bystander.recv_type("event").await;
@@ -241,13 +229,7 @@ async fn malformed_and_forbidden_frames_change_nothing_for_others() {
     }
     assert_bystander_served(&node, &mut bystander, "after-abuse").await;
     // The forbidden publish never reached the org room.
-    let response = node
-        .api(reqwest::Method::POST, "/api/v1/publish")
-        .json(&json!({"rooms": ["org:acme"], "event": "real"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    node.publish("org:acme", "real", json!(null)).await;
     assert_eq!(bystander.recv_type("event").await["event"], "real");
 }
 

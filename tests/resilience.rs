@@ -246,13 +246,7 @@ async fn metrics_parse_as_prometheus_and_the_connection_gauge_moves() {
 async fn delivery_is_counted_and_timed() {
     let node = Node::start(NodeOptions::memory()).await;
     let mut client = Client::user(&node, "1", None, &[]).await;
-    let response = node
-        .api(reqwest::Method::POST, "/api/v1/publish")
-        .json(&json!({"rooms": ["user:1"], "event": "e", "data": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    node.publish("user:1", "e", json!(1)).await;
     client.recv_type("event").await;
     node.wait_metric("wsgate_messages_delivered_total", |v| v == 1.0).await;
     node.wait_metric("wsgate_delivery_latency_seconds_count", |v| v == 1.0)

@@ -25,13 +25,7 @@ impl Backend<'_> {
                 redis.publish(&format!("gw:{room}"), &payload).await;
             }
             Backend::Api(node) => {
-                let response = node
-                    .api(reqwest::Method::POST, "/api/v1/publish")
-                    .json(&json!({"rooms": [room], "event": event, "data": data}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 202);
+                node.publish(room, event, data).await;
             }
         }
     }

@@ -25,25 +25,14 @@ async fn tls_listener_serves_https_and_wss() {
 
     // Node::start waits for /ready over plain HTTP, which a TLS node does not
     // speak; start the binary directly and read its address.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .env_clear()
-        .env("WSGATE_LISTEN", "127.0.0.1:0")
-        .env("WSGATE_JWT_SECRET", SECRET)
-        .env("WSGATE_LOG", "warn")
-        .env("WSGATE_TLS_CERT_FILE", &cert_path)
-        .env("WSGATE_TLS_KEY_FILE", &key_path)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let addr: std::net::SocketAddr = line.trim_start_matches("wsgate listening on https://").parse().unwrap();
+    let (_node, addr) = spawn_bare(&[
+        ("WSGATE_LISTEN", "127.0.0.1:0"),
+        ("WSGATE_JWT_SECRET", SECRET),
+        ("WSGATE_LOG", "warn"),
+        ("WSGATE_TLS_CERT_FILE", cert_path.to_str().unwrap()),
+        ("WSGATE_TLS_KEY_FILE", key_path.to_str().unwrap()),
+    ])
+    .await;
 
     let mut roots = RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();

@@ -315,23 +315,7 @@ impl Node {
             command.stderr(std::fs::File::create(path).expect("log file"));
         }
         let mut child = command.spawn().expect("spawn wsgate");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(PATIENCE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.strip_prefix("wsgate listening on ") {
-                    let addr = rest.trim_start_matches("http://").trim_start_matches("https://");
-                    return addr.parse::<SocketAddr>().ok();
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("wsgate printed its address");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = listen_addr(&mut child).await;
         let node = Node {
             addr,
             child,
@@ -399,6 +383,17 @@ impl Node {
             .header("authorization", format!("Bearer {API_KEY}"))
     }
 
+    /// `POST /api/v1/publish` one event to one room; expects 202.
+    pub async fn publish(&self, room: &str, event: &str, data: Value) {
+        let response = self
+            .api(reqwest::Method::POST, "/api/v1/publish")
+            .json(&json!({"rooms": [room], "event": event, "data": data}))
+            .send()
+            .await
+            .expect("POST /api/v1/publish");
+        assert_eq!(response.status(), 202, "publish to {room}");
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
@@ -421,6 +416,42 @@ impl Node {
             .ok()
             .and_then(Result::ok)
     }
+}
+
+/// Read the address the node prints (`wsgate listening on http://ADDR`),
+/// then keep draining its stdout so it never blocks on a full pipe.
+pub async fn listen_addr(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(PATIENCE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("wsgate listening on ") {
+                let addr = rest.trim_start_matches("http://").trim_start_matches("https://");
+                return addr.parse::<SocketAddr>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("wsgate printed its address");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
+}
+
+/// Start the binary with exactly this environment (no config file, no
+/// readiness wait); killed on drop.
+pub async fn spawn_bare(env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wsgate");
+    let addr = listen_addr(&mut child).await;
+    (child, addr)
 }
 
 /// Read a sample's value from Prometheus text: exact name and labels.
