@@ -1,0 +1,15 @@
+//! The socket side of the load tester.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`dial`] | opening one socket: source address, TCP, handshake, the protocol's greeting |
+//! | [`session`] | one open socket: read, account, answer pings, close |
+//! | [`fleet`] | one process's sockets: pacing, holding or churning, the outcome |
+//! | [`lifetime`] | how long a churning socket lives |
+//! | [`counters`] | live counters for the progress line and worker reports |
+
+pub mod counters;
+pub mod dial;
+pub mod fleet;
+pub mod lifetime;
+pub mod session;

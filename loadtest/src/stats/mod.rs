@@ -1,0 +1,16 @@
+//! The load tester's own statistics, free of I/O so they can be tested on
+//! known inputs:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`seen`] | duplicate detection per socket (a sliding window of sequence numbers) |
+//! | [`tally`] | one session's account while it receives; its [`tally::SessionRecord`] |
+//! | [`delivery`] | the publish log, expected vs received: loss, surplus, duplicates, misrouted |
+//! | [`latency`] | HdrHistogram latencies, percentiles, merge and transport |
+//! | [`outcome`] | one process's totals and the merge of worker processes |
+
+pub mod delivery;
+pub mod latency;
+pub mod outcome;
+pub mod seen;
+pub mod tally;
