@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::close::CloseReason;
 use crate::gateway::Gateway;
@@ -19,6 +19,11 @@ use crate::tls::TlsAcceptor;
 
 /// After the drain window, how long sessions get to finish their close.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// Pending connections the kernel may queue before accept. std's default
+/// (128) overflows in a reconnect storm (every client of a drained node at
+/// once) and costs the overflowing clients a 1-3 s SYN retransmit. The kernel
+/// caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -75,9 +80,7 @@ where
 /// broker closed.
 pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
     let addr = gw.config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let tls = match (&gw.config.tls.cert_file, &gw.config.tls.key_file) {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from_files(cert, key)?),
@@ -126,4 +129,16 @@ async fn sweep_handshake_limiter(gw: Arc<Gateway>) {
             limiter.sweep(std::time::Instant::now());
         }
     }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Restart on the same port while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
