@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 
 /// tungstenite's read buffer, allocated for every socket: small, because
 /// client frames are small (a larger frame grows it for that read only).
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes tungstenite collects before it writes to the socket; a batch is
 /// flushed as a whole anyway.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;

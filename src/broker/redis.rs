@@ -26,8 +26,11 @@ use crate::room::RoomName;
 const RESUBSCRIBE_CHUNK: usize = 500;
 /// How often the supervisor looks at the connections.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
-/// Messages fred may buffer for the reader before it reports a lag.
-const MESSAGE_BUFFER: usize = 1 << 16;
+/// Messages fred may buffer for the reader before it reports a lag. fred
+/// allocates every event channel of a client at this size up front, so the
+/// publisher, which reads none, gets a small one.
+const SUBSCRIBER_BUFFER: usize = 1 << 14;
+const PUBLISHER_BUFFER: usize = 16;
 
 pub struct RedisBroker {
     shared: Arc<Shared>,
@@ -56,7 +59,7 @@ impl RedisBroker {
     pub fn connect(url: &str, config: &RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self, BrokerError> {
         let redis_config =
             Config::from_url(url).map_err(|e| BrokerError::Backend(format!("invalid redis url: {e}")))?;
-        let build = || {
+        let build = |buffer: usize| {
             Builder::from_config(redis_config.clone())
                 .set_policy(ReconnectPolicy::new_exponential(
                     0,
@@ -69,13 +72,13 @@ impl RedisBroker {
                     c.internal_command_timeout = Duration::from_secs(2);
                 })
                 .with_performance_config(|p| {
-                    p.broadcast_channel_capacity = MESSAGE_BUFFER;
+                    p.broadcast_channel_capacity = buffer;
                 })
                 .build()
                 .map_err(backend)
         };
-        let subscriber = build()?;
-        let publisher = build()?;
+        let subscriber = build(SUBSCRIBER_BUFFER)?;
+        let publisher = build(PUBLISHER_BUFFER)?;
         let shared = Arc::new(Shared {
             subscriber,
             publisher,

@@ -39,19 +39,41 @@ const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Run a connection to its end. `identity` is set when the token came with
 /// the upgrade request; otherwise the first frame must carry it.
-pub async fn run(gw: Arc<Gateway>, mut ws: WsStream, identity: Option<Identity>, remote: SocketAddr) {
+pub async fn run(gw: Arc<Gateway>, ws: WsStream, identity: Option<Identity>, remote: SocketAddr) {
+    // Opening (auth frame, registration, joins, welcome) and closing happen
+    // once: they are boxed, so the future every socket holds for its whole
+    // life carries only what serving needs.
+    let Some((mut session, span)) = Box::pin(open(gw, ws, identity, remote)).await else {
+        return;
+    };
+    async move {
+        let reason = session.serve().await;
+        Box::pin(session.finish(reason)).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Authenticate (if the upgrade carried no token), register, join the
+/// token's rooms and welcome. None when the connection ended instead.
+async fn open(
+    gw: Arc<Gateway>,
+    mut ws: WsStream,
+    identity: Option<Identity>,
+    remote: SocketAddr,
+) -> Option<(Box<Session>, tracing::Span)> {
     let identity = match identity {
         Some(identity) => identity,
         None => match await_auth_frame(&gw, &mut ws).await {
             Ok(identity) => identity,
-            Err(Refused::Gone) => return,
+            Err(Refused::Gone) => return None,
             Err(Refused::Auth(error)) => {
                 Metrics::auth_failure(error.reason());
                 tracing::debug!(%remote, reason = error.reason(), "auth frame refused");
                 let reason = CloseReason::Unauthorized(error.to_string());
                 Metrics::connection_closed(reason.label());
                 send_close(&mut ws, &reason).await;
-                return;
+                return None;
             }
         },
     };
@@ -61,13 +83,13 @@ pub async fn run(gw: Arc<Gateway>, mut ws: WsStream, identity: Option<Identity>,
             let reason = CloseReason::Policy("too many connections for this user".into());
             Metrics::connection_closed(reason.label());
             send_close(&mut ws, &reason).await;
-            return;
+            return None;
         }
     };
     let conn_id = gw.hub.external_id(conn.id);
     let span = tracing::info_span!("session", conn_id = %conn_id, user_id = %identity.user_id);
     let now = Instant::now();
-    let session = Session {
+    let mut session = Box::new(Session {
         expires: instant_of_unix(identity.expires_at),
         bucket: TokenBucket::new(gw.config.limits.client_rate, gw.config.limits.client_burst, now),
         strikes: Strikes::new(gw.config.limits.client_max_violations, STRIKE_WINDOW, now),
@@ -79,8 +101,14 @@ pub async fn run(gw: Arc<Gateway>, mut ws: WsStream, identity: Option<Identity>,
         conn_id,
         identity,
         ws,
-    };
-    session.run().instrument(span).await
+    });
+    match session.start().instrument(span.clone()).await {
+        Ok(()) => Some((session, span)),
+        Err(reason) => {
+            session.finish(reason).instrument(span).await;
+            None
+        }
+    }
 }
 
 enum Refused {
@@ -133,14 +161,6 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self) {
-        let reason = match self.start().await {
-            Ok(()) => self.serve().await,
-            Err(reason) => reason,
-        };
-        self.finish(reason).await;
-    }
-
     /// Join the token's rooms, then welcome: the rooms are live first.
     async fn start(&mut self) -> Result<(), CloseReason> {
         let max_rooms = self.gw.config.limits.max_rooms_per_connection;
@@ -186,12 +206,13 @@ impl Session {
                         Some(Ok(message)) => message,
                     };
                     self.last_seen = Instant::now();
-                    if let Some(reason) = self.on_message(message).await {
+                    // Commands are rare next to idle time: their state is boxed.
+                    if let Some(reason) = Box::pin(self.on_message(message)).await {
                         return reason;
                     }
                 }
                 _ = &mut timer => {
-                    if let Some(reason) = self.on_timer().await {
+                    if let Some(reason) = Box::pin(self.on_timer()).await {
                         return reason;
                     }
                 }
@@ -310,8 +331,9 @@ impl Session {
             match write.as_mut().now_or_never() {
                 Some(result) => result.map_err(classify),
                 None => {
-                    let stall = tokio::time::sleep(write_timeout);
-                    tokio::pin!(stall);
+                    // A blocked write is rare: its timer lives on the heap
+                    // rather than in every socket's future.
+                    let mut stall = Box::pin(tokio::time::sleep(write_timeout));
                     loop {
                         tokio::select! {
                             result = &mut write => break result.map_err(classify),
@@ -340,18 +362,19 @@ impl Session {
     }
 
     /// The one close path.
-    async fn finish(mut self, reason: CloseReason) {
-        self.conn.close(reason.clone());
-        let rooms = self.gw.hub.unregister(&self.conn);
+    async fn finish(self: Box<Self>, reason: CloseReason) {
+        let mut this = *self;
+        this.conn.close(reason.clone());
+        let rooms = this.gw.hub.unregister(&this.conn);
         Metrics::connection_closed(reason.label());
         match &reason {
             CloseReason::ClientGone => tracing::debug!("client left"),
             reason => tracing::debug!(code = reason.code(), reason = reason.label(), "closing"),
         }
-        send_close(&mut self.ws, &reason).await;
-        drop(self.ws);
+        send_close(&mut this.ws, &reason).await;
+        drop(this.ws);
         for room in &rooms {
-            self.gw.subscriptions.release(room).await;
+            this.gw.subscriptions.release(room).await;
         }
     }
 }
