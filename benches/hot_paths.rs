@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsgate::auth::{Signer, TokenRequest, Verifier};
 use wsgate::broker::EventSink;
 use wsgate::config::{ClaimNames, JwtConfig, Secret};
-use wsgate::hub::{Connection, Hub};
+use wsgate::hub::{Batch, Connection, Hub};
 use wsgate::protocol::{BackendEvent, encode_event};
 use wsgate::room::RoomName;
 
@@ -65,7 +65,7 @@ fn fan_out(c: &mut Criterion) {
             // Time only the fan-out; empty the queues between iterations.
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
-                let mut batch = Vec::new();
+                let mut batch = Batch::new();
                 for _ in 0..iters {
                     let start = Instant::now();
                     hub.fan_out("org:acme", &frame, None, start);
@@ -81,7 +81,7 @@ fn fan_out(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("deliver_from_broker", members), &members, |b, _| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
-                let mut batch = Vec::new();
+                let mut batch = Batch::new();
                 let payload = Bytes::from_static(PAYLOAD);
                 for _ in 0..iters {
                     let start = Instant::now();

@@ -4,20 +4,26 @@
 //! The queue is capped in bytes. Overflow never blocks the pusher: the queue
 //! is emptied, the connection is marked closing as a slow consumer (4009) and
 //! its session is woken to close it.
+//!
+//! A push is the per-recipient cost of fan-out, so the fields it touches sit
+//! together at the front of the struct, and waking the session is one
+//! lock-free `AtomicWaker` call rather than a waiter list.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::close::CloseReason;
 use crate::room::RoomName;
 
-/// Node-local connection id; [`Connection::external_id`] is the opaque
-/// string clients and the API see.
+/// Node-local connection id; [`crate::hub::Hub::external_id`] gives the
+/// opaque string clients and the API see.
 pub type ConnId = u64;
 
 /// A frame waiting to be written.
@@ -26,6 +32,9 @@ pub struct Queued {
     /// When the event left the broker; `None` for replies to the client.
     pub received_at: Option<Instant>,
 }
+
+/// Frames drained from a connection, oldest first.
+pub type Batch = VecDeque<Queued>;
 
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,23 +48,27 @@ pub enum Pushed {
 
 #[derive(Default)]
 struct Outbox {
-    frames: VecDeque<Queued>,
+    frames: Batch,
     bytes: usize,
-    closing: Option<CloseReason>,
+    /// Boxed: a pointer keeps the outbox (and the push) within one cache line.
+    closing: Option<Box<CloseReason>>,
 }
 
+#[repr(C, align(64))]
 pub struct Connection {
+    // Touched by every push (keep first, keep together).
+    /// A std mutex: held only to push or swap frames, never across an await,
+    /// and contended only between one pusher and the session.
+    outbox: Mutex<Outbox>,
+    queue_limit: usize,
+    /// The session's waker, set while it waits for frames or a close.
+    waker: AtomicWaker,
+    // Read by the API and the close path.
     pub id: ConnId,
     pub user_id: Arc<str>,
     pub remote: SocketAddr,
     /// Seconds since the Unix epoch.
     pub connected_at: u64,
-    queue_limit: usize,
-    /// A std mutex: held only to push or swap frames, never across an await,
-    /// and contended only between one pusher and the session.
-    outbox: Mutex<Outbox>,
-    /// Wakes the session when frames arrive or the connection must close.
-    wake: Notify,
     /// Rooms joined, for the API and the close path. Written only by the
     /// session; std mutex for the same reason as `outbox`.
     rooms: Mutex<Vec<RoomName>>,
@@ -64,13 +77,13 @@ pub struct Connection {
 impl Connection {
     pub fn new(id: ConnId, user_id: Arc<str>, remote: SocketAddr, queue_limit: usize) -> Self {
         Self {
+            outbox: Mutex::new(Outbox::default()),
+            queue_limit,
+            waker: AtomicWaker::new(),
             id,
             user_id,
             remote,
             connected_at: unix_now(),
-            queue_limit,
-            outbox: Mutex::new(Outbox::default()),
-            wake: Notify::new(),
             rooms: Mutex::new(Vec::new()),
         }
     }
@@ -88,59 +101,74 @@ impl Connection {
             return Pushed::Closed;
         }
         let size = frame.len();
-        if outbox.bytes + size > self.queue_limit {
-            outbox.closing = Some(CloseReason::SlowConsumer);
-            outbox.frames = VecDeque::new();
+        let pushed = if outbox.bytes + size > self.queue_limit {
+            outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
+            outbox.frames = Batch::new();
             outbox.bytes = 0;
-            drop(outbox);
-            self.wake.notify_one();
-            return Pushed::Overflowed;
-        }
-        outbox.bytes += size;
-        outbox.frames.push_back(Queued { frame, received_at });
+            Pushed::Overflowed
+        } else {
+            outbox.bytes += size;
+            outbox.frames.push_back(Queued { frame, received_at });
+            Pushed::Queued
+        };
         drop(outbox);
-        self.wake.notify_one();
-        Pushed::Queued
+        self.waker.wake();
+        pushed
     }
 
     /// Ask the session to close. The first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let mut outbox = self.outbox();
         if outbox.closing.is_none() {
-            outbox.closing = Some(reason);
+            outbox.closing = Some(Box::new(reason));
         }
         drop(outbox);
-        self.wake.notify_one();
+        self.waker.wake();
     }
 
-    /// Move every queued frame into `batch`; returns the close reason if the
-    /// connection must close instead.
-    pub fn drain(&self, batch: &mut Vec<Queued>) -> Result<(), CloseReason> {
+    /// Take every queued frame: `batch` (empty, kept by the session) and the
+    /// queue swap places, so neither the frames nor the buffers are copied.
+    /// Returns the close reason instead if the connection must close.
+    pub fn drain(&self, batch: &mut Batch) -> Result<(), CloseReason> {
+        debug_assert!(batch.is_empty());
         let mut outbox = self.outbox();
         if let Some(reason) = &outbox.closing {
-            return Err(reason.clone());
+            return Err(reason.as_ref().clone());
         }
-        batch.extend(outbox.frames.drain(..));
+        std::mem::swap(&mut outbox.frames, batch);
         outbox.bytes = 0;
-        // An idle socket should not keep the capacity of its busiest moment.
-        if outbox.frames.capacity() > 64 {
-            outbox.frames.shrink_to(8);
-        }
         Ok(())
     }
 
-    /// Wake the session again (a wake-up it consumed while busy).
-    pub fn rewake(&self) {
-        self.wake.notify_one();
-    }
-
     pub fn closing(&self) -> Option<CloseReason> {
-        self.outbox().closing.clone()
+        self.outbox().closing.as_deref().cloned()
     }
 
-    /// Resolves when something was pushed or a close was requested.
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// Resolves when frames are queued or a close was requested.
+    pub async fn ready(&self) {
+        poll_fn(|cx| self.poll_wait(cx, |outbox| !outbox.frames.is_empty() || outbox.closing.is_some())).await
+    }
+
+    /// Resolves with the close reason once a close is requested.
+    pub async fn closed(&self) -> CloseReason {
+        poll_fn(|cx| match self.poll_wait(cx, |outbox| outbox.closing.is_some()) {
+            Poll::Ready(()) => Poll::Ready(self.closing().unwrap_or(CloseReason::SlowConsumer)),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
+
+    /// Ready when `done` holds; otherwise register the waker and check again,
+    /// so a push between the check and the registration is not missed.
+    fn poll_wait(&self, cx: &mut Context<'_>, done: impl Fn(&Outbox) -> bool) -> Poll<()> {
+        if done(&self.outbox()) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if done(&self.outbox()) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     pub fn rooms(&self) -> Vec<RoomName> {
@@ -196,7 +224,7 @@ mod tests {
         assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
         assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Overflowed);
         assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Closed);
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert_eq!(c.drain(&mut batch), Err(CloseReason::SlowConsumer));
         assert!(batch.is_empty());
     }
@@ -206,11 +234,33 @@ mod tests {
         let c = conn(10);
         c.push(Utf8Bytes::from_static("a"), None);
         c.push(Utf8Bytes::from_static("b"), None);
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         c.drain(&mut batch).unwrap();
         let texts: Vec<&str> = batch.iter().map(|q| q.frame.as_str()).collect();
         assert_eq!(texts, ["a", "b"]);
         assert_eq!(c.push(Utf8Bytes::from_static("0123456789"), None), Pushed::Queued);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_session_is_woken_by_pushes_from_another_thread_and_by_close() {
+        let c = Arc::new(conn(1 << 20));
+        for round in 0..200 {
+            let pusher = c.clone();
+            let push = std::thread::spawn(move || pusher.push(Utf8Bytes::from_static("x"), None));
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.ready())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the push did not wake the waiter"));
+            push.join().unwrap();
+            let mut batch = Batch::new();
+            c.drain(&mut batch).unwrap();
+            assert_eq!(batch.len(), 1);
+        }
+        let closer = c.clone();
+        std::thread::spawn(move || closer.close(CloseReason::Draining));
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(5), c.closed())
+            .await
+            .unwrap();
+        assert_eq!(reason, CloseReason::Draining);
     }
 
     #[test]

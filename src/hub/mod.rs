@@ -28,7 +28,7 @@ use crate::close::CloseReason;
 use crate::metrics::Metrics;
 use crate::protocol::{BackendEvent, encode_event};
 use crate::room::RoomName;
-pub use connection::{ConnId, Connection, Pushed, Queued};
+pub use connection::{Batch, ConnId, Connection, Pushed, Queued};
 
 /// Members of one room within one shard: id beside handle, so a leave scans
 /// a dense array without touching every connection.
@@ -290,7 +290,7 @@ mod tests {
     }
 
     fn drain(conn: &Connection) -> Vec<String> {
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         let _ = conn.drain(&mut batch);
         batch.iter().map(|q| q.frame.to_string()).collect()
     }

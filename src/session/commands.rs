@@ -74,7 +74,7 @@ impl Session {
         match self.gw.join(&self.conn, &room).await {
             Ok(()) => self.reply(encode_ack(reference, None)),
             Err(error) => {
-                tracing::warn!(%room, %error, "subscribe failed");
+                tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "subscribe failed");
                 self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
             }
         }
@@ -102,7 +102,7 @@ impl Session {
                 self.reply(encode_ack(reference, None));
             }
             Err(error) => {
-                tracing::warn!(%room, %error, "publish failed");
+                tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "publish failed");
                 self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
             }
         }
