@@ -255,3 +255,21 @@ async fn refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_old_exp
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut client = Client::user(&node, "1", None, &[]).await;
+    use futures_util::SinkExt;
+    client
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
+    match next_frame(&mut client.ws).await {
+        Frame::Close(_, _) => {}
+        _ => panic!("expected the server's close reply"),
+    }
+    node.wait_metric("wsgate_connections_closed_total{reason=\"client\"}", |v| v == 1.0)
+        .await;
+}

@@ -218,6 +218,11 @@ impl Session {
                     if let Some(reason) = Box::pin(self.on_timer()).await {
                         return reason;
                     }
+                    // The timer has fired: re-arm it even if nothing moved the
+                    // deadline, or a finished timer would spin the loop.
+                    timer.as_mut().reset(self.next_deadline().max(Instant::now() + Duration::from_millis(1)).into());
+                    armed_for = self.next_deadline();
+                    continue;
                 }
                 _ = self.gw.shutdown.cancelled(), if self.drain_at.is_none() => {
                     let drain = Duration::from_secs(self.gw.config.shutdown.drain_s);
@@ -381,6 +386,9 @@ impl Session {
 /// its answer, so the client sees the code rather than a reset.
 async fn send_close(ws: &mut WsStream, reason: &CloseReason) {
     if !reason.sends_frame() {
+        // The client closed: tungstenite has queued the reply to its close
+        // frame; flush it so the client sees a clean close, not a reset.
+        let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
         return;
     }
     let frame = CloseFrame {
