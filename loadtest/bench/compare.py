@@ -335,6 +335,7 @@ def main() -> None:
     parser.add_argument("--no-socketio", action="store_true")
     parser.add_argument("--only", action="append", help="scenario key to run (repeatable)")
     parser.add_argument("--scale", action="store_true", help="also run 90k sockets over 5 wsgate nodes")
+    parser.add_argument("--micro", action="store_true", help="also run the criterion micro-benchmarks (cargo bench)")
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--json", default=str(REPO / "target" / "benchmarks.json"))
     args = parser.parse_args()
@@ -381,9 +382,10 @@ def main() -> None:
         scale = run_scale(redis) if args.scale else None
     finally:
         stop(redis.proc)
+    micro = run_micro() if args.micro else None
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"results": results, "scale": scale}, indent=1))
-    write_report(Path(args.out), chosen, results, commands, scale, args.rounds, time.time() - started)
+    Path(args.json).write_text(json.dumps({"results": results, "scale": scale, "micro": micro}, indent=1))
+    write_report(Path(args.out), chosen, results, commands, scale, micro, args.rounds, time.time() - started)
     print(f"== wrote {args.out}")
 
 
@@ -410,6 +412,29 @@ def run_scale(redis: Redis) -> dict:
     return out
 
 
+def run_micro() -> list[tuple[str, str]]:
+    """cargo bench: (benchmark, median time) for each criterion benchmark."""
+    print("== criterion micro-benchmarks", flush=True)
+    out = subprocess.run(
+        ["cargo", "bench", "--bench", "hot_paths", "--", "--warm-up-time", "1", "--measurement-time", "3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    ).stdout
+    rows, name = [], None
+    for line in out.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("time:", "thrpt:", "change:", "Found", "Benchmarking")) and "/" in stripped and "time:" not in stripped:
+            name = stripped.split()[0]
+        if "time:" in stripped:
+            head = stripped.split("time:")[0].strip() or name
+            values = stripped.split("[", 1)[1].rstrip("]").split()
+            # [low unit mid unit high unit]: keep the middle estimate.
+            rows.append((head, f"{values[2]} {values[3]}"))
+    return rows
+
+
 def ratio(results: dict[str, list[dict]], metric: str, a: str, b: str) -> float | None:
     """Median over rounds of a/b measured in the same round."""
     pairs = zip(results.get(a, []), results.get(b, []))
@@ -417,7 +442,7 @@ def ratio(results: dict[str, list[dict]], metric: str, a: str, b: str) -> float 
     return statistics.median(values) if values else None
 
 
-def write_report(path: Path, chosen, results, commands, scale, rounds: int, elapsed: float) -> None:
+def write_report(path: Path, chosen, results, commands, scale, micro, rounds: int, elapsed: float) -> None:
     def med(key: str, server: str, metric: str) -> float | None:
         return median([r[metric] for r in results.get(key, {}).get(server, [])])
 
@@ -504,11 +529,24 @@ def write_report(path: Path, chosen, results, commands, scale, rounds: int, elap
         "",
         *[f"- **{s.key}** — {s.title}" for s in chosen],
         "",
+        *(
+            [
+                "## Micro-benchmarks (criterion, `cargo bench`)",
+                "",
+                "| benchmark | median |",
+                "|---|---|",
+                *[f"| {name} | {time_} |" for name, time_ in micro],
+                "",
+            ]
+            if micro
+            else []
+        ),
         "## Reproduce",
         "",
         "```sh",
         "python3 loadtest/bench/compare.py            # this file, 3 rounds (about 10 minutes)",
         "python3 loadtest/bench/compare.py --scale    # plus the 90k-socket run over 5 nodes",
+        "python3 loadtest/bench/compare.py --micro    # plus the criterion micro-benchmarks",
         "cargo bench                                  # micro-benchmarks of the hot paths",
         "```",
         "",

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
@@ -144,31 +144,38 @@ impl Connection {
         self.outbox().closing.as_deref().cloned()
     }
 
-    /// Resolves when frames are queued or a close was requested.
-    pub async fn ready(&self) {
-        poll_fn(|cx| self.poll_wait(cx, |outbox| !outbox.frames.is_empty() || outbox.closing.is_some())).await
-    }
-
-    /// Resolves with the close reason once a close is requested.
-    pub async fn closed(&self) -> CloseReason {
-        poll_fn(|cx| match self.poll_wait(cx, |outbox| outbox.closing.is_some()) {
-            Poll::Ready(()) => Poll::Ready(self.closing().unwrap_or(CloseReason::SlowConsumer)),
-            Poll::Pending => Poll::Pending,
+    /// Wait until frames are queued, then take them all (as [`Self::drain`]);
+    /// or the close reason once a close is requested. One lock per wake-up:
+    /// the waker is registered under the lock, so a push after it is
+    /// released finds the waker.
+    pub async fn next_batch(&self, batch: &mut Batch) -> Result<(), CloseReason> {
+        poll_fn(|cx| {
+            let mut outbox = self.outbox();
+            if let Some(reason) = &outbox.closing {
+                return Poll::Ready(Err(reason.as_ref().clone()));
+            }
+            if !outbox.frames.is_empty() {
+                std::mem::swap(&mut outbox.frames, batch);
+                outbox.bytes = 0;
+                return Poll::Ready(Ok(()));
+            }
+            self.waker.register(cx.waker());
+            Poll::Pending
         })
         .await
     }
 
-    /// Ready when `done` holds; otherwise register the waker and check again,
-    /// so a push between the check and the registration is not missed.
-    fn poll_wait(&self, cx: &mut Context<'_>, done: impl Fn(&Outbox) -> bool) -> Poll<()> {
-        if done(&self.outbox()) {
-            return Poll::Ready(());
-        }
-        self.waker.register(cx.waker());
-        if done(&self.outbox()) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+    /// Resolves with the close reason once a close is requested.
+    pub async fn closed(&self) -> CloseReason {
+        poll_fn(|cx| {
+            let outbox = self.outbox();
+            if let Some(reason) = &outbox.closing {
+                return Poll::Ready(reason.as_ref().clone());
+            }
+            self.waker.register(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     pub fn rooms(&self) -> Vec<RoomName> {
@@ -247,12 +254,12 @@ mod tests {
         for round in 0..200 {
             let pusher = c.clone();
             let push = std::thread::spawn(move || pusher.push(Utf8Bytes::from_static("x"), None));
-            tokio::time::timeout(std::time::Duration::from_secs(5), c.ready())
-                .await
-                .unwrap_or_else(|_| panic!("round {round}: the push did not wake the waiter"));
-            push.join().unwrap();
             let mut batch = Batch::new();
-            c.drain(&mut batch).unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.next_batch(&mut batch))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the push did not wake the waiter"))
+                .unwrap();
+            push.join().unwrap();
             assert_eq!(batch.len(), 1);
         }
         let closer = c.clone();

@@ -194,14 +194,9 @@ impl Session {
         let mut armed_for = self.next_deadline();
         loop {
             tokio::select! {
-                _ = self.conn.ready() => {
-                    if let Err(reason) = self.conn.drain(&mut batch) {
-                        return reason;
-                    }
-                    if !batch.is_empty() && let Err(reason) = self.write_batch(&mut batch).await {
-                        return reason;
-                    }
-                }
+                // Fixed order: reads first (rarely ready, and a client's pongs
+                // must not wait behind a stream of events), then writes.
+                biased;
                 inbound = self.ws.next() => {
                     let message = match inbound {
                         None => return CloseReason::ClientGone,
@@ -211,6 +206,14 @@ impl Session {
                     self.last_seen = Instant::now();
                     // Commands are rare next to idle time: their state is boxed.
                     if let Some(reason) = Box::pin(self.on_message(message)).await {
+                        return reason;
+                    }
+                }
+                taken = self.conn.next_batch(&mut batch) => {
+                    if let Err(reason) = taken {
+                        return reason;
+                    }
+                    if let Err(reason) = self.write_batch(&mut batch).await {
                         return reason;
                     }
                 }
@@ -359,7 +362,7 @@ impl Session {
         let metrics = self.gw.hub.metrics();
         metrics.messages_delivered.increment(events);
         if let Some(oldest) = oldest {
-            crate::metrics::record_sampled(&metrics.delivery_latency, oldest.elapsed());
+            crate::metrics::record_sampled(&metrics.delivery_latency, oldest);
         }
         Ok(())
     }
