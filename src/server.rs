@@ -109,11 +109,12 @@ pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
         "draining: closing every socket with 1012"
     );
     gw.shutdown.begin();
-    if !gw.shutdown.wait(drain + DRAIN_GRACE).await {
-        let left = gw.hub.connection_count();
-        tracing::warn!(left, "drain deadline passed; closing what is left");
-        gw.hub.close_all(CloseReason::Draining);
-        let _ = gw.shutdown.wait(DRAIN_GRACE).await;
+    close_spread_over(&gw, drain).await;
+    if !gw.shutdown.wait(DRAIN_GRACE).await {
+        tracing::warn!(
+            left = gw.hub.connection_count(),
+            "sockets still open after the drain grace"
+        );
     }
     gw.broker().close().await;
     tracing::info!("stopped");
@@ -141,4 +142,21 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Close every socket with 1012 (reconnect elsewhere), one at a time at
+/// evenly spread moments over `window`, in random order, so the clients do
+/// not all reconnect to the other nodes at once. Sockets that registered
+/// meanwhile are closed at the end of the window.
+async fn close_spread_over(gw: &Gateway, window: Duration) {
+    let mut connections = gw.hub.connections();
+    fastrand::shuffle(&mut connections);
+    let start = tokio::time::Instant::now();
+    let count = connections.len().max(1) as f64;
+    for (i, conn) in connections.iter().enumerate() {
+        tokio::time::sleep_until(start + window.mul_f64(i as f64 / count)).await;
+        conn.close(CloseReason::Draining);
+    }
+    tokio::time::sleep_until(start + window).await;
+    gw.hub.close_all(CloseReason::Draining);
 }

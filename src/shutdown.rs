@@ -1,19 +1,18 @@
-//! Graceful shutdown: one cancellation signal, one tracker of the tasks that
-//! must finish, and the draining flag `/ready` and the upgrade path read.
+//! Graceful shutdown: the draining flag `/ready` and the upgrade path read,
+//! and one tracker of the tasks that must finish.
 //!
-//! Order (as centrifuge does it): mark draining (`/ready` 503, no new
-//! sockets) → every session closes with 1012 at a jittered moment within
-//! `drain_s` → wait for the sessions under a deadline → close the broker.
+//! Order (as centrifuge does it, driven by `server::run`): mark draining
+//! (`/ready` 503, no new sockets) → close the sockets with 1012 a few at a
+//! time, spread over `drain_s` → wait for the sessions under a deadline →
+//! close the broker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 #[derive(Default)]
 pub struct Shutdown {
-    token: CancellationToken,
     tracker: TaskTracker,
     draining: AtomicBool,
 }
@@ -26,16 +25,10 @@ impl Shutdown {
     /// Start draining. Idempotent.
     pub fn begin(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        self.token.cancel();
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once draining has begun.
-    pub async fn cancelled(&self) {
-        self.token.cancelled().await
     }
 
     /// Tracks sessions, so shutdown can wait for them.
@@ -79,13 +72,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn begin_cancels_and_wait_sees_tasks_finish() {
-        let shutdown = std::sync::Arc::new(Shutdown::new());
-        let s = shutdown.clone();
-        shutdown.tracker().spawn(async move { s.cancelled().await });
+    async fn begin_marks_draining_and_wait_sees_tasks_finish() {
+        let shutdown = Shutdown::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        shutdown.tracker().spawn(async move {
+            let _ = rx.await;
+        });
         assert!(!shutdown.is_draining());
         shutdown.begin();
         assert!(shutdown.is_draining());
+        assert!(
+            !shutdown.wait(Duration::from_millis(50)).await,
+            "the task is still running"
+        );
+        tx.send(()).unwrap();
         assert!(shutdown.wait(Duration::from_secs(5)).await);
     }
 }

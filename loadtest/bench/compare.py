@@ -422,16 +422,21 @@ def run_micro() -> list[tuple[str, str]]:
         text=True,
         timeout=1800,
     ).stdout
+    # Criterion prints "name  time: [low mid high]" (the name on a line of
+    # its own when long), then "thrpt:" and "change:" lines, which are skipped.
     rows, name = [], None
     for line in out.splitlines():
         stripped = line.strip()
-        if stripped and not stripped.startswith(("time:", "thrpt:", "change:", "Found", "Benchmarking")) and "/" in stripped and "time:" not in stripped:
-            name = stripped.split()[0]
-        if "time:" in stripped:
-            head = stripped.split("time:")[0].strip() or name
-            values = stripped.split("[", 1)[1].rstrip("]").split()
-            # [low unit mid unit high unit]: keep the middle estimate.
-            rows.append((head, f"{values[2]} {values[3]}"))
+        if not stripped or stripped.startswith(("thrpt:", "change:", "Found", "Benchmarking", "Performance", "No change")):
+            continue
+        head, sep, rest = stripped.partition("time:")
+        if not sep:
+            if "/" in stripped and " " not in stripped:
+                name = stripped
+            continue
+        values = rest.strip().lstrip("[").rstrip("]").split()
+        if len(values) >= 4:
+            rows.append((head.strip() or name or "?", f"{values[2]} {values[3]}"))
     return rows
 
 

@@ -216,6 +216,11 @@ impl Hub {
         conns.len()
     }
 
+    /// Every connection of this node, at this moment.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.users.iter().flat_map(|e| e.value().clone()).collect()
+    }
+
     /// Ask every connection to close (shutdown), without waiting.
     pub fn close_all(&self, reason: CloseReason) {
         for entry in self.users.iter() {

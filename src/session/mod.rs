@@ -86,6 +86,10 @@ async fn open(
             return None;
         }
     };
+    if gw.shutdown.is_draining() {
+        // Registered after the drain closed everyone: leave with them.
+        conn.close(CloseReason::Draining);
+    }
     let conn_id = gw.hub.external_id(conn.id);
     // A debug span: entered on every poll, it costs a few percent of the
     // fan-out at info level. Lines logged at info and above name conn_id and
@@ -98,7 +102,6 @@ async fn open(
         strikes: Strikes::new(gw.config.limits.client_max_violations, STRIKE_WINDOW, now),
         last_seen: now,
         next_ping: now + gw.heartbeat(),
-        drain_at: None,
         gw,
         conn,
         conn_id,
@@ -159,8 +162,6 @@ struct Session {
     strikes: Strikes,
     last_seen: Instant,
     next_ping: Instant,
-    /// Set when the node drains: the jittered moment this socket closes.
-    drain_at: Option<Instant>,
 }
 
 impl Session {
@@ -186,7 +187,8 @@ impl Session {
         Ok(())
     }
 
-    /// The loop: events out, frames in, timers, drain.
+    /// The loop: frames in, events out, timers. (Draining closes the socket
+    /// through its queue, like any other close request: see `server`.)
     async fn serve(&mut self) -> CloseReason {
         let mut batch = Batch::new();
         let timer = tokio::time::sleep_until(self.next_deadline().into());
@@ -227,11 +229,6 @@ impl Session {
                     armed_for = self.next_deadline();
                     continue;
                 }
-                _ = self.gw.shutdown.cancelled(), if self.drain_at.is_none() => {
-                    let drain = Duration::from_secs(self.gw.config.shutdown.drain_s);
-                    let jitter = drain.mul_f64(fastrand::f64());
-                    self.drain_at = Some(Instant::now() + jitter);
-                }
             }
             let deadline = self.next_deadline();
             if deadline != armed_for {
@@ -242,18 +239,11 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut next = self.next_ping.min(self.expires);
-        if let Some(drain_at) = self.drain_at {
-            next = next.min(drain_at);
-        }
-        next
+        self.next_ping.min(self.expires)
     }
 
     async fn on_timer(&mut self) -> Option<CloseReason> {
         let now = Instant::now();
-        if self.drain_at.is_some_and(|at| now >= at) {
-            return Some(CloseReason::Draining);
-        }
         if now >= self.expires {
             return Some(CloseReason::TokenExpired);
         }
