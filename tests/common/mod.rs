@@ -526,6 +526,8 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Client {
     pub ws: Ws,
     pub welcome: Value,
+    /// Frames read while waiting for a reply, returned by the next `recv`s.
+    stash: std::collections::VecDeque<Value>,
 }
 
 /// Why a connect failed: the HTTP status before the upgrade, or the close
@@ -581,7 +583,11 @@ impl Client {
         match next_frame(&mut ws).await {
             Frame::Json(welcome) => {
                 assert_eq!(welcome["type"], "welcome", "first frame is the welcome: {welcome}");
-                Ok(Client { ws, welcome })
+                Ok(Client {
+                    ws,
+                    welcome,
+                    stash: Default::default(),
+                })
             }
             Frame::Close(code, reason) => Err(Refusal::Closed(code, reason)),
             Frame::Gone => panic!("connection ended without a close frame"),
@@ -616,6 +622,9 @@ impl Client {
 
     /// The next JSON frame; panics on close or timeout.
     pub async fn recv(&mut self) -> Value {
+        if let Some(frame) = self.stash.pop_front() {
+            return frame;
+        }
         match next_frame(&mut self.ws).await {
             Frame::Json(v) => v,
             Frame::Close(code, reason) => panic!("closed {code} {reason} while waiting for a frame"),
@@ -633,21 +642,32 @@ impl Client {
         }
     }
 
-    /// Send a command and return the reply carrying its `ref`.
+    /// Send a command and return the reply carrying its `ref`. Frames that
+    /// arrive first (an event may overtake its publish's ack) are kept for
+    /// the next `recv`.
     pub async fn request(&mut self, mut command: Value) -> Value {
         let reference = format!("r{}", fastrand::u32(..));
         command["ref"] = json!(reference);
         self.send(command).await;
-        loop {
-            let frame = self.recv().await;
+        let mut skipped = Vec::new();
+        let reply = loop {
+            let frame = match next_frame(&mut self.ws).await {
+                Frame::Json(v) => v,
+                Frame::Close(code, reason) => panic!("closed {code} {reason} while waiting for a reply"),
+                Frame::Gone => panic!("connection ended while waiting for a reply"),
+            };
             if frame["ref"] == json!(reference) {
-                return frame;
+                break frame;
             }
-        }
+            skipped.push(frame);
+        };
+        self.stash.extend(skipped);
+        reply
     }
 
     /// Wait for the server's close frame; returns (code, reason).
     pub async fn closed(&mut self) -> (u16, String) {
+        self.stash.clear();
         loop {
             match next_frame(&mut self.ws).await {
                 Frame::Json(_) => continue,
