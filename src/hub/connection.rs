@@ -40,8 +40,9 @@ pub type Batch = VecDeque<Queued>;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
-    /// The queue was full: the connection is now closing as a slow consumer.
-    Overflowed,
+    /// The queue was full: the connection is now closing as a slow consumer;
+    /// this many frames (the queue and the new one) were dropped.
+    Overflowed(u64),
     /// The connection is already closing; the frame was dropped.
     Closed,
 }
@@ -103,9 +104,9 @@ impl Connection {
         let size = frame.len();
         let pushed = if outbox.bytes + size > self.queue_limit {
             outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
-            outbox.frames = Batch::new();
+            let dropped = std::mem::take(&mut outbox.frames).len() as u64 + 1;
             outbox.bytes = 0;
-            Pushed::Overflowed
+            Pushed::Overflowed(dropped)
         } else {
             outbox.bytes += size;
             outbox.frames.push_back(Queued { frame, received_at });
@@ -130,14 +131,22 @@ impl Connection {
     /// queue swap places, so neither the frames nor the buffers are copied.
     /// Returns the close reason instead if the connection must close.
     pub fn drain(&self, batch: &mut Batch) -> Result<(), CloseReason> {
+        Self::take(&mut self.outbox(), batch).unwrap_or(Ok(()))
+    }
+
+    /// The close reason, or the queued frames swapped into `batch`, or None
+    /// when there is nothing to take.
+    fn take(outbox: &mut Outbox, batch: &mut Batch) -> Option<Result<(), CloseReason>> {
         debug_assert!(batch.is_empty());
-        let mut outbox = self.outbox();
         if let Some(reason) = &outbox.closing {
-            return Err(reason.as_ref().clone());
+            return Some(Err(reason.as_ref().clone()));
+        }
+        if outbox.frames.is_empty() {
+            return None;
         }
         std::mem::swap(&mut outbox.frames, batch);
         outbox.bytes = 0;
-        Ok(())
+        Some(Ok(()))
     }
 
     pub fn closing(&self) -> Option<CloseReason> {
@@ -151,13 +160,8 @@ impl Connection {
     pub async fn next_batch(&self, batch: &mut Batch) -> Result<(), CloseReason> {
         poll_fn(|cx| {
             let mut outbox = self.outbox();
-            if let Some(reason) = &outbox.closing {
-                return Poll::Ready(Err(reason.as_ref().clone()));
-            }
-            if !outbox.frames.is_empty() {
-                std::mem::swap(&mut outbox.frames, batch);
-                outbox.bytes = 0;
-                return Poll::Ready(Ok(()));
+            if let Some(taken) = Self::take(&mut outbox, batch) {
+                return Poll::Ready(taken);
             }
             self.waker.register(cx.waker());
             Poll::Pending
@@ -229,7 +233,7 @@ mod tests {
         let c = conn(10);
         assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
         assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
-        assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Overflowed);
+        assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Overflowed(3));
         assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Closed);
         let mut batch = Batch::new();
         assert_eq!(c.drain(&mut batch), Err(CloseReason::SlowConsumer));

@@ -194,7 +194,7 @@ impl Hub {
                 }
                 match conn.push(frame.clone(), Some(received_at)) {
                     Pushed::Queued => queued += 1,
-                    Pushed::Overflowed => self.metrics.dropped_slow_consumer.increment(1),
+                    Pushed::Overflowed(dropped) => self.metrics.dropped_slow_consumer.increment(dropped),
                     Pushed::Closed => {}
                 }
             }

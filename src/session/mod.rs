@@ -296,7 +296,9 @@ impl Session {
     fn reply(&self, frame: Utf8Bytes) {
         // Replies share the queue's byte budget: a client that sends
         // commands but never reads ends as a slow consumer.
-        let _ = self.conn.push(frame, None);
+        if let crate::hub::Pushed::Overflowed(dropped) = self.conn.push(frame, None) {
+            self.gw.hub.metrics().dropped_slow_consumer.increment(dropped);
+        }
     }
 
     /// Write one frame now (welcome, pings), bounded by the write timeout.
