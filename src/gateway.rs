@@ -117,17 +117,8 @@ impl Gateway {
         (taken < self.capacity).then_some(slot)
     }
 
-    pub fn open_sockets(&self) -> usize {
-        self.open_sockets.load(Ordering::Relaxed)
-    }
-
     pub fn broker(&self) -> &Arc<dyn Broker> {
         self.subscriptions.broker()
-    }
-
-    /// Ready for traffic: broker connected and not draining.
-    pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_draining() && self.broker().is_up()
     }
 
     pub fn heartbeat(&self) -> Duration {

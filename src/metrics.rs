@@ -161,18 +161,15 @@ impl ShardedCounter {
     }
 }
 
-/// Handles used on hot paths, resolved once.
+/// Handles the hub and sessions use on hot paths, resolved once.
 pub struct Metrics {
     pub connections: Gauge,
     pub connections_opened: Counter,
-    pub rooms: Gauge,
     pub events_invalid: Counter,
     /// Counted per socket write from every worker thread: sharded.
     pub messages_delivered: ShardedCounter,
     pub dropped_slow_consumer: Counter,
     pub delivery_latency: Histogram,
-    pub broker_up: Gauge,
-    pub broker_reconnects: Counter,
     pub rate_limited: Counter,
 }
 
@@ -181,13 +178,10 @@ impl Metrics {
         Self {
             connections: gauge!(CONNECTIONS),
             connections_opened: counter!(CONNECTIONS_OPENED),
-            rooms: gauge!(ROOMS),
             events_invalid: counter!(EVENTS_INVALID),
             messages_delivered: ShardedCounter::new(counter!(MESSAGES_DELIVERED)),
             dropped_slow_consumer: counter!(MESSAGES_DROPPED, "reason" => "slow_consumer"),
             delivery_latency: histogram!(DELIVERY_LATENCY),
-            broker_up: gauge!(BROKER_UP),
-            broker_reconnects: counter!(BROKER_RECONNECTS),
             rate_limited: counter!(RATE_LIMITED),
         }
     }

@@ -205,10 +205,30 @@ async fn sigterm_drains_with_1012_and_exits_zero() {
         ),
         "no new sockets while draining"
     );
-    for client in &mut clients {
-        let (code, _) = client.closed().await;
+    // Each client notes when its 1012 arrives: the closes are spread over
+    // the 2 s drain window (five sockets: about 0.4 s apart), not sent at once.
+    let closes: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let (code, _) = client.closed().await;
+                (code, std::time::Instant::now())
+            })
+        })
+        .collect();
+    let mut arrivals = Vec::new();
+    for close in closes {
+        let (code, at) = close.await.unwrap();
         assert_eq!(code, 1012);
+        arrivals.push(at);
     }
+    let first = arrivals.iter().min().unwrap();
+    let last = arrivals.iter().max().unwrap();
+    assert!(
+        last.duration_since(*first) >= Duration::from_millis(800),
+        "closes spread over the drain window, not all at once: {:?}",
+        last.duration_since(*first)
+    );
     let status = node.wait_exit(Duration::from_secs(10)).await.expect("exited in time");
     assert_eq!(status.code(), Some(0));
 }
@@ -235,6 +255,11 @@ async fn metrics_parse_as_prometheus_and_the_connection_gauge_moves() {
     ] {
         assert!(names.contains(&name), "{name} exported; have {names:?}");
     }
+    assert_eq!(
+        node.metric("wsgate_broker_up").await,
+        1.0,
+        "the embedded broker is always up"
+    );
     drop(a);
     node.wait_metric("wsgate_connections", |v| v == 1.0).await;
     node.wait_metric("wsgate_connections_closed_total{reason=\"client\"}", |v| v == 1.0)

@@ -21,6 +21,8 @@ pub struct MemoryBroker {
 
 impl MemoryBroker {
     pub fn new(sink: Arc<dyn EventSink>) -> Self {
+        // In-process: up for as long as the node runs.
+        metrics::gauge!(crate::metrics::BROKER_UP).set(1.0);
         Self {
             sink,
             subscribed: RwLock::new(HashSet::new()),

@@ -153,15 +153,16 @@ impl Shared {
 /// Keep `up` honest: down as soon as a connection is lost, up again only after
 /// every wanted channel is re-subscribed.
 async fn supervise(shared: Arc<Shared>) {
-    let metrics = Metrics::new();
-    metrics.broker_up.set(0.0);
+    let broker_up = metrics::gauge!(crate::metrics::BROKER_UP);
+    let broker_reconnects = metrics::counter!(crate::metrics::BROKER_RECONNECTS);
+    broker_up.set(0.0);
     let mut reconnects = shared.subscriber.reconnect_rx();
     let mut resubscribe = true;
     let mut ever_up = false;
     loop {
         if !shared.connected() {
             if shared.up.swap(false, Ordering::SeqCst) {
-                metrics.broker_up.set(0.0);
+                broker_up.set(0.0);
                 tracing::warn!("redis connection lost; clients stay connected, reconnecting");
             }
             resubscribe = true;
@@ -170,9 +171,9 @@ async fn supervise(shared: Arc<Shared>) {
                 Ok(channels) => {
                     resubscribe = false;
                     shared.up.store(true, Ordering::SeqCst);
-                    metrics.broker_up.set(1.0);
+                    broker_up.set(1.0);
                     if ever_up {
-                        metrics.broker_reconnects.increment(1);
+                        broker_reconnects.increment(1);
                         tracing::info!(channels, "redis reconnected; every live room re-subscribed");
                     } else {
                         tracing::info!(channels, "redis connected");

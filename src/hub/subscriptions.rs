@@ -37,7 +37,7 @@ impl Subscriptions {
             counts: DashMap::new(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: Default::default(),
-            rooms_gauge: crate::metrics::Metrics::new().rooms,
+            rooms_gauge: metrics::gauge!(crate::metrics::ROOMS),
         }
     }
 
@@ -89,11 +89,6 @@ impl Subscriptions {
         }
     }
 
-    /// Members on this node of `room` (0 when not live).
-    pub fn members(&self, room: &str) -> usize {
-        self.counts.get(room).map_or(0, |c| *c)
-    }
-
     /// Every live room with its member count, sorted by name.
     pub fn rooms(&self, prefix: &str) -> Vec<(RoomName, usize)> {
         let mut rooms: Vec<(RoomName, usize)> = self
@@ -132,7 +127,7 @@ mod tests {
         let room = RoomName::new("org:acme").unwrap();
         subs.acquire(&room).await.unwrap();
         subs.acquire(&room).await.unwrap();
-        assert_eq!(subs.members("org:acme"), 2);
+        assert_eq!(subs.rooms("org:"), vec![(room.clone(), 2)]);
         subs.release(&room).await;
         broker.publish(&room, Bytes::from_static(b"{}")).await.unwrap();
         assert_eq!(seen.0.lock().unwrap().len(), 1, "still subscribed with one member");
