@@ -10,8 +10,9 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsgate::auth::{Signer, TokenRequest, Verifier};
-use wsgate::broker::EventSink;
-use wsgate::config::{ClaimNames, JwtConfig, Secret};
+use wsgate::broker::{EventSink, history};
+use wsgate::config::{ClaimNames, HistoryConfig, JwtConfig, Secret};
+use wsgate::hub::durable::Tails;
 use wsgate::hub::{Batch, Connection, Hub};
 use wsgate::protocol::{BackendEvent, encode_event};
 use wsgate::room::RoomName;
@@ -35,19 +36,30 @@ fn payload(c: &mut Criterion) {
     group.bench_function("validate_and_encode_frame", |b| {
         b.iter(|| {
             let event = BackendEvent::parse(std::hint::black_box(PAYLOAD)).ok();
-            event.map(|e| encode_event("user:42", &e))
+            event.map(|e| encode_event("user:42", &e, None))
         })
     });
     group.finish();
 }
 
-/// A hub with `members` connections in `room`, spread over `shards`.
-fn hub_with_room(members: usize, shards: usize, room: &RoomName) -> (Hub, Vec<Arc<Connection>>) {
-    let hub = Hub::new("bench".into(), shards, usize::MAX, 0, "memory");
+/// A hub with `members` connections in `room`, spread over `shards`; the
+/// room keeps history when `durable`.
+fn hub_with_room(members: usize, shards: usize, room: &RoomName, durable: bool) -> (Arc<Hub>, Vec<Arc<Connection>>) {
+    let history = HistoryConfig {
+        namespaces: if durable {
+            vec![room.namespace().to_string()]
+        } else {
+            Vec::new()
+        },
+        ..HistoryConfig::default()
+    };
+    let tails = Arc::new(Tails::new(history));
+    tails.open(room);
+    let hub = Hub::new("bench".into(), shards, usize::MAX, 0, "memory", tails);
     let conns: Vec<Arc<Connection>> = (0..members)
         .map(|i| {
             let conn = hub.register(Arc::from(i.to_string()), addr()).expect("no limit");
-            hub.add_member(room, &conn);
+            let _ = hub.admit(room, &conn, None, |_| None);
             conn
         })
         .collect();
@@ -58,7 +70,7 @@ fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("fan_out");
     let room = RoomName::new("org:acme").expect("room");
     for members in [1usize, 100, 10_000] {
-        let (hub, conns) = hub_with_room(members, 2, &room);
+        let (hub, conns) = hub_with_room(members, 2, &room, false);
         let frame = Utf8Bytes::from(String::from_utf8_lossy(PAYLOAD).into_owned());
         group.throughput(Throughput::Elements(members as u64));
         group.bench_with_input(BenchmarkId::new("queue_to_members", members), &members, |b, _| {
@@ -95,6 +107,28 @@ fn fan_out(c: &mut Criterion) {
                 total
             })
         });
+        // The same room with history: each event carries its position and
+        // goes through the room's tail (order check, window) first.
+        let (durable_hub, durable_conns) = hub_with_room(members, 2, &room, true);
+        group.bench_with_input(BenchmarkId::new("deliver_durable", members), &members, |b, _| {
+            let mut offset = 0u64;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut batch = Batch::new();
+                for _ in 0..iters {
+                    offset += 1;
+                    let framed = history::frame(offset, "1764432000123456", PAYLOAD);
+                    let start = Instant::now();
+                    durable_hub.deliver("org:acme", framed);
+                    total += start.elapsed();
+                    for conn in &durable_conns {
+                        let _ = conn.drain(&mut batch);
+                        batch.clear();
+                    }
+                }
+                total
+            })
+        });
     }
     group.finish();
 }
@@ -103,11 +137,11 @@ fn join_leave(c: &mut Criterion) {
     let mut group = c.benchmark_group("rooms");
     let room = RoomName::new("org:acme").expect("room");
     for members in [10usize, 10_000] {
-        let (hub, _conns) = hub_with_room(members, 2, &room);
+        let (hub, _conns) = hub_with_room(members, 2, &room, false);
         let newcomer = hub.register(Arc::from("newcomer"), addr()).expect("no limit");
         group.bench_with_input(BenchmarkId::new("join_then_leave", members), &members, |b, _| {
             b.iter(|| {
-                hub.add_member(&room, &newcomer);
+                let _ = hub.admit(&room, &newcomer, None, |_| None);
                 hub.leave(&room, &newcomer)
             })
         });

@@ -58,6 +58,10 @@ pub struct TailArgs {
     /// Rooms to subscribe to after the welcome; repeat for several.
     #[arg(long = "subscribe", value_name = "ROOM")]
     pub subscribe: Vec<String>,
+    /// Resume a durable room from a position (as printed when the tail
+    /// ends): `ROOM=OFFSET:EPOCH`; repeat for several.
+    #[arg(long = "since", value_name = "ROOM=OFFSET:EPOCH")]
+    pub since: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -28,6 +28,9 @@ pub enum CloseReason {
     Protocol(String),
     /// Something failed on our side (e.g. the broker refused a join).
     Internal(String),
+    /// A durable room lost continuity on this node (a gap its history could
+    /// not fill, or a new epoch): resume, and learn what was recovered.
+    InsufficientState,
 }
 
 impl CloseReason {
@@ -38,7 +41,7 @@ impl CloseReason {
             CloseReason::Protocol(_) => 1002,
             CloseReason::Policy(_) => 1008,
             CloseReason::MessageTooBig => 1009,
-            CloseReason::Internal(_) => 1011,
+            CloseReason::Internal(_) | CloseReason::InsufficientState => 1011,
             CloseReason::Draining => 1012,
             CloseReason::Unauthorized(_) | CloseReason::TokenExpired | CloseReason::Disconnected(_) => 4001,
             CloseReason::RateLimited => 4008,
@@ -61,6 +64,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::Draining => "server restarting: reconnect",
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
+            CloseReason::InsufficientState => "insufficient state: resume from your positions",
         };
         let mut end = text.len().min(123);
         while !text.is_char_boundary(end) {
@@ -84,6 +88,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::Protocol(_) => "protocol_error",
             CloseReason::Internal(_) => "internal",
+            CloseReason::InsufficientState => "insufficient_state",
         }
     }
 

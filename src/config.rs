@@ -64,6 +64,7 @@ pub struct Config {
     pub permissions: PermissionsConfig,
     pub api: ApiConfig,
     pub tls: TlsConfig,
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -82,6 +83,7 @@ impl Default for Config {
             permissions: PermissionsConfig::default(),
             api: ApiConfig::default(),
             tls: TlsConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -259,6 +261,72 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
+/// Which rooms keep a history of their events, so that a client that
+/// reconnects gets what it missed (docs/PROTOCOL.md §10).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Namespaces whose rooms are durable; `*` for all. Empty: none.
+    pub namespaces: Vec<String>,
+    /// Events kept per room.
+    pub size: usize,
+    /// Seconds a room's events are kept after its last event.
+    pub ttl_s: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            size: 1000,
+            ttl_s: 600,
+        }
+    }
+}
+
+/// Most events one room's history may keep.
+pub const MAX_HISTORY_SIZE: usize = 100_000;
+/// Longest history TTL: 30 days.
+pub const MAX_HISTORY_TTL_S: u64 = 30 * 24 * 3600;
+
+impl HistoryConfig {
+    /// Whether rooms of `namespace` keep history.
+    pub fn is_durable(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|ns| ns == "*" || ns == namespace)
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.namespaces.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for ns in &self.namespaces {
+            let valid = ns == "*"
+                || (!ns.is_empty()
+                    && ns.len() <= crate::room::MAX_NAMESPACE_LEN
+                    && ns
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'));
+            if !valid {
+                return Err(invalid(
+                    "history.namespaces",
+                    format!("'{ns}' is not a namespace (1-32 of a-z, 0-9, '_', '-') or '*'"),
+                ));
+            }
+        }
+        if !(1..=MAX_HISTORY_SIZE).contains(&self.size) {
+            return Err(invalid("history.size", format!("must be from 1 to {MAX_HISTORY_SIZE}")));
+        }
+        if !(1..=MAX_HISTORY_TTL_S).contains(&self.ttl_s) {
+            return Err(invalid(
+                "history.ttl_s",
+                format!("must be from 1 to {MAX_HISTORY_TTL_S} seconds"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why the configuration cannot be used. The process exits with 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -406,6 +474,7 @@ impl Config {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(invalid("tls", "set both cert_file and key_file, or neither"));
         }
+        self.history.validate()?;
         if self.redis.reconnect_min_ms == 0 || self.redis.reconnect_max_ms < self.redis.reconnect_min_ms {
             return Err(invalid(
                 "redis.reconnect_min_ms",
@@ -573,6 +642,18 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
         c.tls.cert_file = (!v.is_empty()).then(|| PathBuf::from(v));
         Ok(())
     }),
+    ("WSGATE_HISTORY_NAMESPACES", |c, v| {
+        c.history.namespaces = list(v);
+        Ok(())
+    }),
+    ("WSGATE_HISTORY_SIZE", |c, v| {
+        c.history.size = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_HISTORY_TTL_S", |c, v| {
+        c.history.ttl_s = number(v)?;
+        Ok(())
+    }),
     ("WSGATE_TLS_KEY_FILE", |c, v| {
         c.tls.key_file = (!v.is_empty()).then(|| PathBuf::from(v));
         Ok(())
@@ -662,6 +743,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("WSGATE_HEARTBEAT_S"), "{err}");
+    }
+
+    #[test]
+    fn history_from_env_and_bounds() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("WSGATE_JWT_SECRET", "x"),
+                ("WSGATE_HISTORY_NAMESPACES", "orders, chat"),
+                ("WSGATE_HISTORY_SIZE", "50"),
+                ("WSGATE_HISTORY_TTL_S", "60"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(config.history.is_durable("orders") && config.history.is_durable("chat"));
+        assert!(!config.history.is_durable("user"));
+        assert_eq!((config.history.size, config.history.ttl_s), (50, 60));
+        for (name, value) in [
+            ("WSGATE_HISTORY_SIZE", "0"),
+            ("WSGATE_HISTORY_TTL_S", "99999999999"),
+            ("WSGATE_HISTORY_NAMESPACES", "Orders"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("WSGATE_JWT_SECRET", "x"), (name, value)]),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("history."), "{name}={value}: {err}");
+        }
     }
 
     #[test]

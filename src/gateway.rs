@@ -10,15 +10,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::Verifier;
-use crate::broker::{self, Broker, BrokerError};
+use crate::broker::{self, Broker, BrokerError, Position};
 use crate::config::{Config, Secret};
+use crate::hub::durable::Tails;
 use crate::hub::subscriptions::Subscriptions;
-use crate::hub::{Connection, Control, Hub};
+use crate::hub::{Admission, Connection, Control, Hub, Settled};
 use crate::limits::IpRateLimiter;
+use crate::metrics::Metrics;
 use crate::permissions::Permissions;
-use crate::protocol::BackendEvent;
+use crate::protocol::{BackendEvent, Joined};
 use crate::room::RoomName;
 use crate::shutdown::Shutdown;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// tungstenite's read buffer, allocated for every socket: small, because
 /// client frames are small (a larger frame grows it for that read only).
@@ -46,6 +49,16 @@ pub struct Gateway {
     open_sockets: AtomicUsize,
 }
 
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The client's `since` offset is ahead of the room (`bad_request`).
+    #[error("position is ahead of the room: its offset is {}", .0.offset)]
+    Ahead(Position),
+}
+
 /// Counts one upgraded socket for as long as it lives.
 pub struct SocketSlot(Arc<Gateway>);
 
@@ -70,16 +83,19 @@ impl Gateway {
             n => n,
         };
         let broker_kind = if config.redis.url.is_some() { "redis" } else { "memory" };
-        let hub = Arc::new(Hub::new(
+        let tails = Arc::new(Tails::new(config.history.clone()));
+        let hub = Hub::new(
             node_id,
             shards,
             config.ws.send_queue_bytes,
             config.limits.max_connections_per_user,
             broker_kind,
-        ));
+            tails.clone(),
+        );
         let broker = broker::from_config(&config, hub.clone())
             .await
             .map_err(|e| e.to_string())?;
+        hub.attach_broker(&broker);
         let handshake_limiter = (config.limits.handshakes_per_ip > 0.0)
             .then(|| IpRateLimiter::new(config.limits.handshakes_per_ip, config.limits.handshake_burst_per_ip));
         let ws_config = WebSocketConfig::default()
@@ -101,7 +117,7 @@ impl Gateway {
             verifier,
             permissions,
             hub,
-            subscriptions: Subscriptions::new(broker),
+            subscriptions: Subscriptions::new(broker, tails),
             shutdown: Shutdown::new(),
             prometheus,
             handshake_limiter,
@@ -125,12 +141,54 @@ impl Gateway {
         self.config.heartbeat()
     }
 
+    /// Whether `room` keeps history.
+    pub fn is_durable(&self, room: &RoomName) -> bool {
+        self.config.history.is_durable(room.namespace())
+    }
+
     /// Join `conn` to `room`: live on the broker first, then a member here,
-    /// so no event published after this returns is missed.
-    pub async fn join(&self, conn: &Arc<Connection>, room: &RoomName) -> Result<(), BrokerError> {
+    /// so no event published after this returns is missed. A durable room
+    /// answers with its position, and with `since` sends the missed events
+    /// (after `preamble`, the subscribe ack, when it gives one).
+    pub async fn join(
+        &self,
+        conn: &Arc<Connection>,
+        room: &RoomName,
+        since: Option<&Position>,
+        preamble: impl Fn(&Joined) -> Option<Utf8Bytes>,
+    ) -> Result<Option<Joined>, JoinError> {
         self.subscriptions.acquire(room).await?;
-        self.hub.add_member(room, conn);
-        Ok(())
+        match self.hub.admit(room, conn, since, &preamble) {
+            Admission::Live(joined) => return Ok(joined),
+            Admission::Held => {}
+        }
+        // Subscribed and held: what is read now and what arrives live from
+        // now on overlap, and the hub merges them by offset.
+        let size = self.config.history.size;
+        let read = match since {
+            Some(since) => self.broker().history(room, since.offset, size, size as u64).await,
+            None => self.broker().history(room, 0, 0, 0).await,
+        };
+        let page = match read {
+            Ok(page) => page,
+            Err(error) => {
+                if self.hub.abandon(room, conn) {
+                    self.subscriptions.release(room).await;
+                }
+                return Err(error.into());
+            }
+        };
+        match self.hub.settle(room, conn, since, &page, &preamble) {
+            Settled::Joined(joined) => Ok(Some(joined)),
+            Settled::Ahead { position, release } => {
+                if release {
+                    self.subscriptions.release(room).await;
+                }
+                Err(JoinError::Ahead(position))
+            }
+            // Closed meanwhile: its close path releases the room.
+            Settled::Gone => Err(JoinError::Broker(BrokerError::Unavailable)),
+        }
     }
 
     /// Leave one room; false if `conn` was not in it.
@@ -142,9 +200,25 @@ impl Gateway {
         was_member
     }
 
-    /// Publish an event to a room through the broker (every node).
-    pub async fn publish(&self, room: &RoomName, event: &BackendEvent<'_>) -> Result<(), BrokerError> {
-        self.broker().publish(room, Bytes::from(event.to_payload())).await
+    /// Publish an event to a room through the broker (every node); into
+    /// its history first when the room is durable, then with its position.
+    pub async fn publish(
+        &self,
+        room: &RoomName,
+        event: &BackendEvent<'_>,
+        source: &'static str,
+    ) -> Result<Option<Position>, BrokerError> {
+        let payload = Bytes::from(event.to_payload());
+        let position = if self.is_durable(room) {
+            let position = self.broker().publish_durable(room, payload).await?;
+            Metrics::history_published(source);
+            Some(position)
+        } else {
+            self.broker().publish(room, payload).await?;
+            None
+        };
+        Metrics::events_published(source);
+        Ok(position)
     }
 
     /// Close every socket of `user` on every node.

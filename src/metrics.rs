@@ -31,6 +31,10 @@ pub const RATE_LIMITED: &str = "wsgate_rate_limited_total";
 pub const HANDSHAKES_REFUSED: &str = "wsgate_handshakes_refused_total";
 pub const COMMAND_ERRORS: &str = "wsgate_command_errors_total";
 pub const API_REQUESTS: &str = "wsgate_api_requests_total";
+pub const RECOVERIES: &str = "wsgate_recoveries_total";
+pub const EVENTS_RECOVERED: &str = "wsgate_events_recovered_total";
+pub const HISTORY_PUBLISH: &str = "wsgate_history_publish_total";
+pub const RECOVERY_READS: &str = "wsgate_recovery_reads_total";
 
 /// Install the global Prometheus recorder once; later calls return the same handle.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -94,6 +98,19 @@ fn describe() {
     );
     describe_counter!(COMMAND_ERRORS, "Error replies sent to clients, by code.");
     describe_counter!(API_REQUESTS, "Server API requests, by endpoint and status class.");
+    describe_counter!(
+        RECOVERIES,
+        "Resumes into durable rooms, by result (recovered, not_recovered)."
+    );
+    describe_counter!(EVENTS_RECOVERED, "Missed events sent to resuming clients.");
+    describe_counter!(
+        HISTORY_PUBLISH,
+        "Events this node published into history, by source (api, client)."
+    );
+    describe_counter!(
+        RECOVERY_READS,
+        "Resumes answered from the node's own window (node) or by a history read (broker)."
+    );
 }
 
 /// Record a latency at most once a millisecond per thread. Every socket
@@ -171,6 +188,7 @@ pub struct Metrics {
     pub dropped_slow_consumer: Counter,
     pub delivery_latency: Histogram,
     pub rate_limited: Counter,
+    pub events_recovered: Counter,
 }
 
 impl Metrics {
@@ -183,7 +201,20 @@ impl Metrics {
             dropped_slow_consumer: counter!(MESSAGES_DROPPED, "reason" => "slow_consumer"),
             delivery_latency: histogram!(DELIVERY_LATENCY),
             rate_limited: counter!(RATE_LIMITED),
+            events_recovered: counter!(EVENTS_RECOVERED),
         }
+    }
+
+    /// One resume into a durable room: its result, and whether the node's
+    /// window (`node`) or a history read (`broker`) answered it.
+    pub fn recovery(recovered: bool, read_from: &'static str) {
+        let result = if recovered { "recovered" } else { "not_recovered" };
+        counter!(RECOVERIES, "result" => result).increment(1);
+        counter!(RECOVERY_READS, "from" => read_from).increment(1);
+    }
+
+    pub fn history_published(source: &'static str) {
+        counter!(HISTORY_PUBLISH, "source" => source).increment(1);
     }
 
     pub fn connection_closed(reason: &'static str) {

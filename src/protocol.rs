@@ -5,16 +5,26 @@
 //! An event's client frame is encoded once per node by [`encode_event`]; the
 //! `data` member is copied as raw JSON text, never re-serialised.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::broker::Position;
+use crate::broker::history::{MAX_EPOCH_LEN, is_valid_epoch};
 use crate::room::RoomName;
 
 /// Longest `ref` a client may send; it is echoed back verbatim.
 pub const MAX_REF_LEN: usize = 64;
 /// Longest event name.
 pub const MAX_EVENT_LEN: usize = 128;
+/// Most rooms one `since` map may name.
+pub const MAX_SINCE_ROOMS: usize = 1000;
+
+/// Positions a client resumes from, by room (docs/PROTOCOL.md §10).
+pub type Since = BTreeMap<RoomName, Position>;
 
 /// Error codes of DESIGN §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,9 +58,12 @@ impl ErrorCode {
 pub enum Command {
     Auth {
         token: String,
+        since: Since,
     },
     Subscribe {
         room: RoomName,
+        /// Resume the room from this position.
+        since: Option<Position>,
     },
     Unsubscribe {
         room: RoomName,
@@ -113,6 +126,8 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     token: Option<String>,
     echo: Option<bool>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
 }
 
 /// Read `ref` alone, for an error reply to a frame that failed a full parse.
@@ -141,11 +156,17 @@ impl ClientFrame {
             RoomName::new(room).map_err(|e| e.to_string())
         };
         let command = match raw.kind.as_deref() {
-            Some("auth") => raw
-                .token
-                .map(|token| Command::Auth { token })
-                .ok_or("missing 'token'".to_string()),
-            Some("subscribe") => room(raw.room).map(|room| Command::Subscribe { room }),
+            Some("auth") => raw.token.ok_or("missing 'token'".to_string()).and_then(|token| {
+                let since = match raw.since {
+                    Some(since) => parse_since(since.get())?,
+                    None => Since::new(),
+                };
+                Ok(Command::Auth { token, since })
+            }),
+            Some("subscribe") => room(raw.room).and_then(|room| {
+                let since = raw.since.map(|since| parse_position(since.get())).transpose()?;
+                Ok(Command::Subscribe { room, since })
+            }),
             Some("unsubscribe") => room(raw.room).map(|room| Command::Unsubscribe { room }),
             Some("publish") => room(raw.room).and_then(|room| {
                 let event = raw.event.ok_or("missing 'event'")?;
@@ -174,6 +195,52 @@ impl ClientFrame {
             Err(message) => Err(fail(reference, message)),
         }
     }
+}
+
+/// A position as the client sends it back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePosition {
+    offset: u64,
+    epoch: String,
+}
+
+impl WirePosition {
+    fn validate(self) -> Result<Position, String> {
+        if !is_valid_epoch(&self.epoch) {
+            return Err(format!(
+                "'epoch' must be the 1-{MAX_EPOCH_LEN} letters and digits the server sent"
+            ));
+        }
+        Ok(Position {
+            offset: self.offset,
+            epoch: Arc::from(self.epoch),
+        })
+    }
+}
+
+/// One position: `{"offset":17,"epoch":"..."}`.
+pub fn parse_position(json: &str) -> Result<Position, String> {
+    serde_json::from_str::<WirePosition>(json)
+        .map_err(|e| format!("invalid 'since': {e}"))?
+        .validate()
+}
+
+/// A `since` map, from the auth frame or the `?since=` query:
+/// `{"<room>":{"offset":17,"epoch":"..."},...}`.
+pub fn parse_since(json: &str) -> Result<Since, String> {
+    let raw: BTreeMap<String, WirePosition> =
+        serde_json::from_str(json).map_err(|e| format!("invalid 'since': {e}"))?;
+    if raw.len() > MAX_SINCE_ROOMS {
+        return Err(format!("'since' names more than {MAX_SINCE_ROOMS} rooms"));
+    }
+    raw.into_iter()
+        .map(|(room, position)| {
+            let name =
+                RoomName::new(room.as_str()).map_err(|e| format!("'since' room '{}': {e}", truncate(&room, 64)))?;
+            Ok((name, position.validate()?))
+        })
+        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -226,10 +293,11 @@ impl<'a> BackendEvent<'a> {
     }
 }
 
-/// Encode the client frame of an event: once per event per node.
-pub fn encode_event(room: &str, event: &BackendEvent<'_>) -> Utf8Bytes {
+/// Encode the client frame of an event: once per event per node. A durable
+/// event carries its `offset` and `epoch`.
+pub fn encode_event(room: &str, event: &BackendEvent<'_>, position: Option<(u64, &str)>) -> Utf8Bytes {
     let data = event.data.map_or("null", RawValue::get);
-    let mut out = String::with_capacity(48 + room.len() + event.event.len() + data.len());
+    let mut out = String::with_capacity(80 + room.len() + event.event.len() + data.len());
     out.push_str(r#"{"type":"event","room":"#);
     push_json_str(&mut out, room);
     out.push_str(r#","event":"#);
@@ -244,6 +312,12 @@ pub fn encode_event(room: &str, event: &BackendEvent<'_>) -> Utf8Bytes {
         out.push_str(r#","from":"#);
         push_json_str(&mut out, from);
     }
+    if let Some((offset, epoch)) = position {
+        out.push_str(r#","offset":"#);
+        out.push_str(itoa::Buffer::new().format(offset));
+        out.push_str(r#","epoch":"#);
+        push_json_str(&mut out, epoch);
+    }
     out.push('}');
     Utf8Bytes::from(out)
 }
@@ -255,6 +329,30 @@ fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
+/// A position as the server sends it.
+#[derive(Serialize)]
+pub struct PositionJson<'a> {
+    offset: u64,
+    epoch: &'a str,
+}
+
+impl<'a> From<&'a Position> for PositionJson<'a> {
+    fn from(position: &'a Position) -> Self {
+        Self {
+            offset: position.offset,
+            epoch: &position.epoch,
+        }
+    }
+}
+
+/// What a durable room's join reports: its position, and whether the
+/// client's `since` was recovered (None when it gave none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub position: Position,
+    pub recovered: Option<bool>,
+}
+
 #[derive(Serialize)]
 struct Welcome<'a> {
     #[serde(rename = "type")]
@@ -264,22 +362,40 @@ struct Welcome<'a> {
     rooms: Vec<&'a str>,
     expires_at: u64,
     heartbeat_s: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    positions: BTreeMap<&'a str, PositionJson<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    recovered: BTreeMap<&'a str, bool>,
 }
 
-pub fn encode_welcome(
-    conn_id: &str,
-    user_id: &str,
-    rooms: &[RoomName],
-    expires_at: u64,
-    heartbeat_s: u64,
-) -> Utf8Bytes {
+pub struct WelcomeInfo<'a> {
+    pub conn_id: &'a str,
+    pub user_id: &'a str,
+    pub rooms: &'a [RoomName],
+    pub expires_at: u64,
+    pub heartbeat_s: u64,
+    /// The durable rooms among `rooms`.
+    pub durable: &'a [(RoomName, Joined)],
+}
+
+pub fn encode_welcome(info: &WelcomeInfo<'_>) -> Utf8Bytes {
     encode(&Welcome {
         kind: "welcome",
-        conn_id,
-        user_id,
-        rooms: rooms.iter().map(RoomName::as_str).collect(),
-        expires_at,
-        heartbeat_s,
+        conn_id: info.conn_id,
+        user_id: info.user_id,
+        rooms: info.rooms.iter().map(RoomName::as_str).collect(),
+        expires_at: info.expires_at,
+        heartbeat_s: info.heartbeat_s,
+        positions: info
+            .durable
+            .iter()
+            .map(|(room, joined)| (room.as_str(), PositionJson::from(&joined.position)))
+            .collect(),
+        recovered: info
+            .durable
+            .iter()
+            .filter_map(|(room, joined)| joined.recovered.map(|r| (room.as_str(), r)))
+            .collect(),
     })
 }
 
@@ -296,35 +412,53 @@ struct Reply<'a> {
     /// New expiry after a `refresh`.
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
+    /// A durable room's position after a `subscribe`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<PositionJson<'a>>,
+    /// Whether a `subscribe` with `since` recovered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(kind: &'static str, reference: Option<&'a str>) -> Self {
+        Self {
+            kind,
+            reference,
+            code: None,
+            message: None,
+            expires_at: None,
+            position: None,
+            recovered: None,
+        }
+    }
 }
 
 pub fn encode_ack(reference: Option<&str>, expires_at: Option<u64>) -> Utf8Bytes {
     encode(&Reply {
-        kind: "ack",
-        reference,
-        code: None,
-        message: None,
         expires_at,
+        ..Reply::new("ack", reference)
+    })
+}
+
+/// The ack of a `subscribe` to a durable room.
+pub fn encode_subscribed(reference: Option<&str>, joined: &Joined) -> Utf8Bytes {
+    encode(&Reply {
+        position: Some(PositionJson::from(&joined.position)),
+        recovered: joined.recovered,
+        ..Reply::new("ack", reference)
     })
 }
 
 pub fn encode_pong(reference: Option<&str>) -> Utf8Bytes {
-    encode(&Reply {
-        kind: "pong",
-        reference,
-        code: None,
-        message: None,
-        expires_at: None,
-    })
+    encode(&Reply::new("pong", reference))
 }
 
 pub fn encode_error(reference: Option<&str>, code: ErrorCode, message: &str) -> Utf8Bytes {
     encode(&Reply {
-        kind: "error",
-        reference,
         code: Some(code.as_str()),
         message: Some(message),
-        expires_at: None,
+        ..Reply::new("error", reference)
     })
 }
 
@@ -347,7 +481,7 @@ mod tests {
     fn parses_every_command() {
         let f = parse(json!({"type":"subscribe","room":"orders:1","ref":"1"})).unwrap();
         assert_eq!(f.reference.as_deref(), Some("1"));
-        assert!(matches!(f.command, Command::Subscribe { room } if room.as_str() == "orders:1"));
+        assert!(matches!(f.command, Command::Subscribe { room, since: None } if room.as_str() == "orders:1"));
         assert!(matches!(
             parse(json!({"type":"unsubscribe","room":"orders:1"})).unwrap().command,
             Command::Unsubscribe { .. }
@@ -392,12 +526,53 @@ mod tests {
     fn event_frame_is_valid_json_with_raw_data() {
         let payload = br#"{"event":"order:updated","data":{"id":7,"s":"a\"b"},"id":"1-0"}"#;
         let event = BackendEvent::parse(payload).unwrap();
-        let frame = encode_event("user:42", &event);
+        let frame = encode_event("user:42", &event, None);
         let v: Value = serde_json::from_str(frame.as_str()).unwrap();
         assert_eq!(
             v,
             json!({"type":"event","room":"user:42","event":"order:updated","data":{"id":7,"s":"a\"b"},"id":"1-0"})
         );
+        let v: Value = serde_json::from_str(encode_event("user:42", &event, Some((17, "e1"))).as_str()).unwrap();
+        assert_eq!((v["offset"].clone(), v["epoch"].clone()), (json!(17), json!("e1")));
+    }
+
+    #[test]
+    fn since_is_parsed_and_validated() {
+        match parse(json!({"type":"auth","token":"t","since":{"user:42":{"offset":17,"epoch":"abc"}}}))
+            .unwrap()
+            .command
+        {
+            Command::Auth { since, .. } => {
+                let room = RoomName::new("user:42").unwrap();
+                assert_eq!(since[&room].offset, 17);
+                assert_eq!(&*since[&room].epoch, "abc");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(json!({"type":"subscribe","room":"orders:1","since":{"offset":0,"epoch":"e"}}))
+            .unwrap()
+            .command
+        {
+            Command::Subscribe { since: Some(p), .. } => assert_eq!(p.offset, 0),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            json!({"type":"subscribe","room":"orders:1","since":{"offset":-1,"epoch":"e"}}),
+            json!({"type":"subscribe","room":"orders:1","since":{"offset":1}}),
+            json!({"type":"subscribe","room":"orders:1","since":{"offset":1,"epoch":"a b"}}),
+            json!({"type":"subscribe","room":"orders:1","since":{"offset":1,"epoch":"e","x":1}}),
+            json!({"type":"auth","token":"t","since":{"Bad Room":{"offset":1,"epoch":"e"}}}),
+            json!({"type":"auth","token":"t","since":[1]}),
+        ] {
+            let e = parse(bad.clone()).unwrap_err();
+            assert!(
+                e.message.contains("since") || e.message.contains("epoch"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert!(parse_since(r#"{"user:1":{"offset":3,"epoch":"x1"}}"#).is_ok());
+        assert!(parse_since("{").is_err());
     }
 
     #[test]
@@ -406,7 +581,7 @@ mod tests {
         assert!(BackendEvent::parse(br#"{"data":1}"#).is_err());
         assert!(BackendEvent::parse(br#"{"event":""}"#).is_err());
         let e = BackendEvent::parse(br#"{"event":"x"}"#).unwrap();
-        let v: Value = serde_json::from_str(encode_event("a:b", &e).as_str()).unwrap();
+        let v: Value = serde_json::from_str(encode_event("a:b", &e, None).as_str()).unwrap();
         assert_eq!(v["data"], Value::Null);
     }
 

@@ -1,6 +1,7 @@
 //! One conformance suite, run against every broker implementation: the
 //! guarantees documented on `wsgate::broker` hold for `memory` and for
-//! `redis` (against a real redis-server).
+//! `redis` (against a real redis-server): pub/sub, and the history of
+//! durable rooms (offsets, epochs, trimming, reads).
 
 mod common;
 
@@ -12,8 +13,8 @@ use common::{Redis, wait_for};
 use tokio::sync::mpsc;
 use wsgate::broker::memory::MemoryBroker;
 use wsgate::broker::redis::RedisBroker;
-use wsgate::broker::{Broker, EventSink};
-use wsgate::config::RedisConfig;
+use wsgate::broker::{Broker, EventSink, history};
+use wsgate::config::{HistoryConfig, RedisConfig};
 use wsgate::room::RoomName;
 
 #[derive(Debug, PartialEq)]
@@ -54,13 +55,22 @@ fn room(name: &str) -> RoomName {
     RoomName::new(name).unwrap()
 }
 
+/// `orders:` rooms keep the last 5 events.
+fn history_config() -> HistoryConfig {
+    HistoryConfig {
+        namespaces: vec!["orders".into()],
+        size: 5,
+        ttl_s: 600,
+    }
+}
+
 type Factory = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Probe>>>>;
 
 fn memory_factory() -> Factory {
     Box::new(|| {
         Box::pin(async {
             let (tx, rx) = mpsc::unbounded_channel();
-            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::new(Recorder(tx))));
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::new(Recorder(tx)), &history_config()));
             Probe { broker, received: rx }
         })
     })
@@ -71,8 +81,9 @@ fn redis_factory(url: String) -> Factory {
         let url = url.clone();
         Box::pin(async move {
             let (tx, rx) = mpsc::unbounded_channel();
-            let broker: Arc<dyn Broker> =
-                Arc::new(RedisBroker::connect(&url, &RedisConfig::default(), Arc::new(Recorder(tx))).unwrap());
+            let broker: Arc<dyn Broker> = Arc::new(
+                RedisBroker::connect(&url, &RedisConfig::default(), &history_config(), Arc::new(Recorder(tx))).unwrap(),
+            );
             let up = broker.clone();
             wait_for("redis broker up", || {
                 let up = up.clone();
@@ -127,16 +138,160 @@ async fn single_node_suite(new_probe: &Factory) {
     node.broker.close().await;
 }
 
+/// The history guarantees: contiguous offsets in one epoch, atomic with the
+/// publish, reads of a consistent position and range, exact coverage.
+async fn history_suite(new_probe: &Factory) {
+    let mut node = new_probe().await;
+    let orders = room("orders:1");
+
+    // A room's epoch exists from its first read, at offset 0, and stays.
+    let first = node.broker.history(&orders, 0, 0, 0).await.unwrap();
+    assert_eq!(first.position.offset, 0);
+    assert!(history::is_valid_epoch(&first.position.epoch), "{:?}", first.position);
+    let epoch = first.position.epoch.clone();
+    assert_eq!(
+        node.broker.history(&orders, 0, 10, 10).await.unwrap().position,
+        first.position
+    );
+
+    // Offsets follow 1, 2, 3 in that epoch; subscribers get the framed event.
+    node.broker.subscribe(&orders).await.unwrap();
+    for expected in 1..=3u64 {
+        let payload = format!(r#"{{"event":"e","data":{expected}}}"#);
+        let position = node
+            .broker
+            .publish_durable(&orders, Bytes::from(payload.clone()))
+            .await
+            .unwrap();
+        assert_eq!((position.offset, &*position.epoch), (expected, &*epoch));
+        let framed = String::from_utf8(history::frame(expected, &epoch, payload.as_bytes()).to_vec()).unwrap();
+        assert_eq!(node.next().await, Received::Event("orders:1".into(), framed));
+    }
+
+    // A read after an offset returns exactly the events after it, in order.
+    let page = node.broker.history(&orders, 1, 10, 10).await.unwrap();
+    assert_eq!(page.position.offset, 3);
+    let offsets: Vec<u64> = page.events.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, [2, 3]);
+    assert_eq!(&page.events[0].1[..], br#"{"event":"e","data":2}"#);
+    assert!(page.covers(1) && page.covers(3));
+    assert!(node.broker.history(&orders, 3, 10, 10).await.unwrap().events.is_empty());
+    // `limit` caps the read; `max_gap` refuses a range too long to use.
+    assert_eq!(node.broker.history(&orders, 0, 2, 10).await.unwrap().events.len(), 2);
+    assert!(node.broker.history(&orders, 0, 10, 2).await.unwrap().events.is_empty());
+
+    // Past `size`, old events are trimmed: a position before them cannot be
+    // recovered, a recent one can. (Redis trims `MAXLEN ~` a stream node of
+    // 100 entries at a time: publish well past that.)
+    for i in 0..250 {
+        node.broker
+            .publish_durable(&orders, Bytes::from(format!(r#"{{"event":"e","data":{i}}}"#)))
+            .await
+            .unwrap();
+    }
+    for _ in 0..250 {
+        node.next().await;
+    }
+    let page = node.broker.history(&orders, 3, 1000, 1000).await.unwrap();
+    assert_eq!(page.position.offset, 253);
+    assert!(!page.covers(3), "trimmed: offset 4 is gone");
+    let page = node.broker.history(&orders, 248, 5, 5).await.unwrap();
+    assert!(
+        page.covers(248),
+        "the last 5 are kept: {:?}",
+        page.events.iter().map(|e| e.0).collect::<Vec<_>>()
+    );
+
+    // Rooms are independent; plain publishes stay at-most-once, unframed.
+    let other = node.broker.history(&room("orders:2"), 0, 0, 0).await.unwrap();
+    assert_eq!(other.position.offset, 0);
+    node.broker
+        .publish(&orders, Bytes::from_static(br#"{"event":"plain"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        node.next().await,
+        Received::Event("orders:1".into(), r#"{"event":"plain"}"#.into())
+    );
+    assert_eq!(
+        node.broker.history(&orders, 0, 0, 0).await.unwrap().position.offset,
+        253
+    );
+}
+
 #[tokio::test]
 async fn memory_broker_conforms() {
     single_node_suite(&memory_factory()).await;
+    history_suite(&memory_factory()).await;
     assert_eq!(memory_factory()().await.broker.kind(), "memory");
+}
+
+#[tokio::test]
+async fn memory_broker_starts_new_epochs_when_the_process_restarts() {
+    let factory = memory_factory();
+    let orders = room("orders:1");
+    let before = factory().await.broker.history(&orders, 0, 0, 0).await.unwrap();
+    let after = factory().await.broker.history(&orders, 0, 0, 0).await.unwrap();
+    assert_ne!(before.position.epoch, after.position.epoch);
 }
 
 #[tokio::test]
 async fn redis_broker_conforms() {
     let redis = Redis::start().await;
     single_node_suite(&redis_factory(redis.url())).await;
+    history_suite(&redis_factory(redis.url())).await;
+}
+
+#[tokio::test]
+async fn redis_history_is_shared_by_nodes_and_backends_through_fcall() {
+    let redis = Redis::start().await;
+    let factory = redis_factory(redis.url());
+    let mut n1 = factory().await;
+    let mut n2 = factory().await;
+    let orders = room("orders:7");
+    n1.broker.subscribe(&orders).await.unwrap();
+    n2.broker.subscribe(&orders).await.unwrap();
+    let epoch = n1.broker.history(&orders, 0, 0, 0).await.unwrap().position.epoch;
+
+    // Publishers on both nodes and a backend share one sequence.
+    n1.broker
+        .publish_durable(&orders, Bytes::from_static(br#"{"event":"a"}"#))
+        .await
+        .unwrap();
+    n2.broker
+        .publish_durable(&orders, Bytes::from_static(br#"{"event":"b"}"#))
+        .await
+        .unwrap();
+    assert_eq!(redis.fcall_publish("orders:7", r#"{"event":"c"}"#).await, Ok(3));
+    for node in [&mut n1, &mut n2] {
+        for (offset, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            let framed = format!(r#"__d:{offset}:{epoch}__{{"event":"{name}"}}"#);
+            assert_eq!(node.next().await, Received::Event("orders:7".into(), framed));
+        }
+    }
+
+    // The function refuses what would break the stream, and says why.
+    let refused = redis.fcall_publish("orders:7", "not json").await.unwrap_err();
+    assert!(refused.contains("JSON object"), "{refused}");
+    let refused = redis.fcall_publish("chat:1", r#"{"event":"x"}"#).await.unwrap_err();
+    assert!(refused.contains("keeps no history"), "{refused}");
+    assert_eq!(n1.broker.history(&orders, 0, 0, 0).await.unwrap().position.offset, 3);
+
+    // Every key the function touches hashes to the channel's slot.
+    let keys = redis.cmd(&["KEYS", "*"]).await;
+    for key in keys.lines().filter(|l| l.starts_with('{')) {
+        assert!(key.starts_with("{gw:orders:7}:"), "{key}");
+    }
+    assert!(
+        keys.contains("{gw:orders:7}:h") && keys.contains("{gw:orders:7}:m"),
+        "{keys}"
+    );
+
+    // History lost (as when Redis restarts without persistence): a new epoch.
+    redis.cmd(&["FLUSHALL"]).await;
+    let after = n1.broker.history(&orders, 0, 0, 0).await.unwrap().position;
+    assert_eq!(after.offset, 0);
+    assert_ne!(after.epoch, epoch);
 }
 
 #[tokio::test]

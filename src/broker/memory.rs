@@ -1,31 +1,93 @@
 //! The embedded broker: one node, no dependencies. A publish is handed to
 //! the sink on the publisher's task when the room is subscribed, exactly as
 //! a Redis node would receive it.
+//!
+//! Durable rooms keep their history here, in the process: the same size and
+//! TTL as in Redis, trimmed exactly; an epoch is made per room when it is
+//! first used, so every restart of the process starts new epochs.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use super::history::{self, HistoryPage, Position};
 use super::{Broker, BrokerError, EventSink};
+use crate::config::HistoryConfig;
 use crate::room::RoomName;
+
+/// How long a room's position outlives its last event (at least the TTL):
+/// a client that was told offset N of a quiet room can still resume from it.
+pub const POSITION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How often idle rooms are swept from memory.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct MemoryBroker {
     sink: Arc<dyn EventSink>,
     /// Rooms subscribed. A std lock: held only for a set lookup or update,
     /// never across an await.
     subscribed: RwLock<HashSet<RoomName>>,
+    logs: Arc<DashMap<RoomName, Arc<Mutex<RoomLog>>>>,
+    size: usize,
+    ttl: Duration,
+}
+
+/// One durable room's history.
+struct RoomLog {
+    epoch: Arc<str>,
+    offset: u64,
+    /// `(offset, payload, appended at)`, oldest first.
+    events: VecDeque<(u64, Bytes, Instant)>,
+    touched: Instant,
+}
+
+impl RoomLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            epoch: Arc::from(format!("{:016x}", fastrand::u64(..))),
+            offset: 0,
+            events: VecDeque::new(),
+            touched: now,
+        }
+    }
+
+    fn expire(&mut self, ttl: Duration, now: Instant) {
+        while self
+            .events
+            .front()
+            .is_some_and(|(_, _, at)| now.saturating_duration_since(*at) >= ttl)
+        {
+            self.events.pop_front();
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
 }
 
 impl MemoryBroker {
-    pub fn new(sink: Arc<dyn EventSink>) -> Self {
+    pub fn new(sink: Arc<dyn EventSink>, history: &HistoryConfig) -> Self {
         // In-process: up for as long as the node runs.
         metrics::gauge!(crate::metrics::BROKER_UP).set(1.0);
+        let logs: Arc<DashMap<RoomName, Arc<Mutex<RoomLog>>>> = Arc::new(DashMap::new());
+        let ttl = Duration::from_secs(history.ttl_s);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&logs), ttl.max(POSITION_TTL)));
+        }
         Self {
             sink,
             subscribed: RwLock::new(HashSet::new()),
+            logs,
+            size: history.size.max(1),
+            ttl,
         }
     }
 
@@ -38,6 +100,37 @@ impl MemoryBroker {
 
     fn is_subscribed(&self, room: &str) -> bool {
         self.subscribed.read().unwrap_or_else(|p| p.into_inner()).contains(room)
+    }
+
+    /// Run `f` on the room's log, made (with a new epoch) if it is new or
+    /// has outlived its position TTL.
+    fn with_log<T>(&self, room: &RoomName, f: impl FnOnce(&mut RoomLog, Instant) -> T) -> T {
+        let now = Instant::now();
+        let log = self
+            .logs
+            .entry(room.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(RoomLog::new(now))))
+            .clone();
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(log.touched) >= self.ttl.max(POSITION_TTL) {
+            *log = RoomLog::new(now);
+        }
+        log.expire(self.ttl, now);
+        f(&mut log, now)
+    }
+}
+
+/// Drop the logs of rooms idle past their position TTL.
+async fn sweep(logs: std::sync::Weak<DashMap<RoomName, Arc<Mutex<RoomLog>>>>, idle: Duration) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(logs) = logs.upgrade() else { return };
+        let now = Instant::now();
+        logs.retain(|_, log| {
+            let log = log.lock().unwrap_or_else(|p| p.into_inner());
+            now.saturating_duration_since(log.touched) < idle
+        });
     }
 }
 
@@ -57,6 +150,55 @@ impl Broker for MemoryBroker {
             self.sink.deliver(room.as_str(), payload);
         }
         futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn publish_durable<'a>(
+        &'a self,
+        room: &'a RoomName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Position, BrokerError>> {
+        // The room's lock is held through the delivery, so concurrent
+        // publishers' events reach the sink in offset order, as from Redis.
+        let position = self.with_log(room, |log, now| {
+            log.offset += 1;
+            log.touched = now;
+            log.events.push_back((log.offset, payload.clone(), now));
+            while log.events.len() > self.size {
+                log.events.pop_front();
+            }
+            if self.is_subscribed(room.as_str()) {
+                self.sink
+                    .deliver(room.as_str(), history::frame(log.offset, &log.epoch, &payload));
+            }
+            log.position()
+        });
+        futures_util::future::ready(Ok(position)).boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        since: u64,
+        limit: usize,
+        max_gap: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
+        let page = self.with_log(room, |log, _| {
+            let events = if log.offset.saturating_sub(since) > max_gap {
+                Vec::new()
+            } else {
+                log.events
+                    .iter()
+                    .filter(|(offset, _, _)| *offset > since)
+                    .take(limit)
+                    .map(|(offset, payload, _)| (*offset, payload.clone()))
+                    .collect()
+            };
+            HistoryPage {
+                position: log.position(),
+                events,
+            }
+        });
+        futures_util::future::ready(Ok(page)).boxed()
     }
 
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {

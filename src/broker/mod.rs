@@ -2,12 +2,20 @@
 //!
 //! One small interface, two implementations: [`memory::MemoryBroker`] (one
 //! node, no dependencies: the embedded default) and [`redis::RedisBroker`]
-//! (many nodes on Redis pub/sub, through fred).
+//! (many nodes on Redis pub/sub, through fred). [`history`] holds what both
+//! share of durable rooms: positions and the framing of durable events.
 //!
 //! Guarantees every implementation gives, checked by the conformance suite in
 //! `tests/broker_conformance.rs`:
 //! - an event published to a room reaches every node subscribed to that room
 //!   at that moment, at most once (pub/sub: no history, no retry);
+//! - [`Broker::publish_durable`] records the event in the room's history and
+//!   publishes it atomically: it gets the room's next offset (the previous
+//!   plus one, the first is 1) in the room's epoch, and reaches subscribers
+//!   framed with that position ([`history::frame`]), in offset order;
+//! - [`Broker::history`] returns the room's position and the kept events
+//!   after an offset, read at one instant; a room's epoch exists from its
+//!   first read or write and changes only when its history is lost;
 //! - events of one publisher to one room arrive in publish order;
 //! - `subscribe` resolves only once the subscription is live, so an event
 //!   published after it resolves is delivered;
@@ -15,6 +23,7 @@
 //!   subscription, so a node receives traffic only for rooms it serves;
 //! - the sink is called from the broker's reader and must not block it.
 
+pub mod history;
 pub mod memory;
 pub mod redis;
 
@@ -24,6 +33,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use crate::room::RoomName;
+pub use history::{HistoryPage, Position};
 
 /// Where the broker hands what it receives. Implemented by the hub.
 pub trait EventSink: Send + Sync + 'static {
@@ -32,6 +42,9 @@ pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, room: &str, payload: Bytes);
     /// A node-to-node control message arrived (e.g. disconnect a user).
     fn control(&self, payload: Bytes);
+    /// The broker reconnected and every live room is subscribed again:
+    /// events published meanwhile were not received.
+    fn resubscribed(&self) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +64,23 @@ pub trait Broker: Send + Sync + 'static {
     fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Publish an event payload to every node subscribed to `room`.
     fn publish<'a>(&'a self, room: &'a RoomName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Append an event payload to `room`'s history and publish it, in one
+    /// atomic step; returns the event's position.
+    fn publish_durable<'a>(
+        &'a self,
+        room: &'a RoomName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Position, BrokerError>>;
+    /// `room`'s current position and at most `limit` kept events after
+    /// offset `since`, oldest first. When more than `max_gap` events follow
+    /// `since`, no events are read (the caller could not use a partial range).
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        since: u64,
+        limit: usize,
+        max_gap: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>>;
     /// Send a control message to every node, this one included.
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// True while connected with every requested subscription live.
@@ -84,8 +114,9 @@ pub async fn from_config(
         Some(url) => Ok(Arc::new(redis::RedisBroker::connect(
             url.expose(),
             &config.redis,
+            &config.history,
             sink,
         )?)),
-        None => Ok(Arc::new(memory::MemoryBroker::new(sink))),
+        None => Ok(Arc::new(memory::MemoryBroker::new(sink, &config.history))),
     }
 }

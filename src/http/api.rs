@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use super::{Body, error, json};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::protocol::{BackendEvent, validate_event_name};
+use crate::protocol::{BackendEvent, encode_event, validate_event_name};
 use crate::room::RoomName;
 
 /// Largest request body accepted.
@@ -83,8 +83,14 @@ fn endpoint_name(path: &str) -> &'static str {
         "/api/v1/rooms" => "rooms",
         "/api/v1/connections" => "connections",
         "/api/v1/disconnect" => "disconnect",
+        p if history_room(p).is_some() => "history",
         _ => "other",
     }
+}
+
+/// The room of `/api/v1/rooms/<room>/history`.
+fn history_room(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/rooms/")?.strip_suffix("/history")
 }
 
 fn authorize(gw: &Gateway, req: &Request<Incoming>) -> Result<(), ApiError> {
@@ -124,6 +130,12 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> ApiResult {
         (Method::POST, "/api/v1/disconnect") => disconnect(gw, read_json(req).await?).await,
         (Method::GET, "/api/v1/rooms") => rooms(gw, &query),
         (Method::GET, "/api/v1/connections") => connections(gw, &query),
+        (Method::GET, p) if history_room(p).is_some() => history(gw, history_room(p).unwrap_or(""), &query).await,
+        (_, p) if history_room(p).is_some() => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )),
         (_, "/api/v1/publish" | "/api/v1/disconnect" | "/api/v1/rooms" | "/api/v1/connections") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -181,16 +193,79 @@ async fn publish(gw: &Gateway, body: PublishRequest) -> ApiResult {
         from: None,
         skip: None,
     };
+    let mut positions = serde_json::Map::new();
     for room in &rooms {
-        if let Err(e) = gw.publish(room, &event).await {
-            tracing::warn!(%room, error = %e, "API publish failed");
-            return Err(ApiError::unavailable());
+        match gw.publish(room, &event, "api").await {
+            Ok(Some(position)) => {
+                positions.insert(
+                    room.to_string(),
+                    json!({"offset": position.offset, "epoch": &*position.epoch}),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "API publish failed");
+                return Err(ApiError::unavailable());
+            }
         }
-        Metrics::events_published("api");
+    }
+    let mut data = json!({"rooms": rooms.len(), "event": body.event});
+    if !positions.is_empty() {
+        // Each durable room's new position: the event's offset and epoch.
+        data["positions"] = serde_json::Value::Object(positions);
     }
     Ok(json(
         StatusCode::ACCEPTED,
-        &json!({"data": {"rooms": rooms.len(), "event": body.event}, "meta": {"node": gw.hub.node_id()}}),
+        &json!({"data": data, "meta": {"node": gw.hub.node_id()}}),
+    ))
+}
+
+/// `GET /api/v1/rooms/<room>/history?since=&limit=`: the kept events after
+/// `since` (default 0), oldest first, at most `limit` (default 50).
+async fn history(gw: &Gateway, room: &str, query: &str) -> ApiResult {
+    let room = RoomName::new(room).map_err(|e| ApiError::bad_request(format!("room: {e}")))?;
+    if !gw.is_durable(&room) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{room} keeps no history (its namespace is not in history.namespaces)"),
+        ));
+    }
+    let pairs = parse_query(query);
+    let since = match query_value(&pairs, "since") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("'since' must be an offset (an integer from 0)"))?,
+    };
+    let limit = page_of(&pairs)?.limit;
+    let page = gw.broker().history(&room, since, limit, u64::MAX).await.map_err(|e| {
+        tracing::warn!(%room, error = %e, "API history read failed");
+        ApiError::unavailable()
+    })?;
+    if since > page.position.offset {
+        return Err(ApiError::bad_request(format!(
+            "'since' is ahead of {room}: its offset is {}",
+            page.position.offset
+        )));
+    }
+    let mut events = Vec::with_capacity(page.events.len());
+    for (offset, payload) in &page.events {
+        // Kept payloads were validated when published; skip any that is not.
+        if let Ok(event) = BackendEvent::parse(payload) {
+            let frame = encode_event(room.as_str(), &event, Some((*offset, &page.position.epoch)));
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(frame.as_str()) {
+                events.push(value);
+            }
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "data": events,
+            "meta": {"room": room.as_str(), "epoch": &*page.position.epoch, "offset": page.position.offset,
+                     "since": since, "limit": limit, "node": gw.hub.node_id()},
+        }),
     ))
 }
 

@@ -24,6 +24,7 @@ use super::{Body, error};
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::protocol::{Since, parse_since};
 use crate::session;
 
 pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
@@ -83,6 +84,18 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
             Err(e) => return unauthorized(&e),
         },
         Err(e) => return unauthorized(&e),
+    };
+    // With the token in the request, positions come with it too (`?since=`);
+    // otherwise the auth frame carries them.
+    let identity = match identity {
+        None => None,
+        Some(identity) => match since_of(&req) {
+            Ok(since) => Some((identity, since)),
+            Err(message) => {
+                Metrics::handshake_refused("bad_request");
+                return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+            }
+        },
     };
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "missing Sec-WebSocket-Key");
@@ -145,6 +158,15 @@ fn token_of(req: &Request<Incoming>) -> Result<Option<String>, AuthError> {
     Ok(form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == "token")
         .map(|(_, value)| value.into_owned()))
+}
+
+/// The `?since=` query: URL-encoded JSON of `{"<room>":{"offset":N,"epoch":"…"}}`.
+fn since_of(req: &Request<Incoming>) -> Result<Since, String> {
+    let query = req.uri().query().unwrap_or("");
+    match form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "since") {
+        Some((_, value)) => parse_since(&value),
+        None => Ok(Since::new()),
+    }
 }
 
 fn origin_allowed(allowed: &[String], origin: &HeaderValue) -> bool {

@@ -117,6 +117,23 @@ impl Connection {
         pushed
     }
 
+    /// Queue a frame of a resume (missed events, and the live ones buffered
+    /// while they were read) outside the byte budget: a resume is bounded by
+    /// the history size, and counting it would close a client that resumes
+    /// after a long absence as a slow consumer, again and again.
+    pub fn push_recovered(&self, frame: Utf8Bytes) {
+        let mut outbox = self.outbox();
+        if outbox.closing.is_some() {
+            return;
+        }
+        outbox.frames.push_back(Queued {
+            frame,
+            received_at: None,
+        });
+        drop(outbox);
+        self.waker.wake();
+    }
+
     /// Ask the session to close. The first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let mut outbox = self.outbox();

@@ -4,17 +4,25 @@
 //! - [`connection`]: one connection's handle and bounded send queue.
 //! - [`subscriptions`]: node-wide member counts per room and the broker
 //!   subscribe/unsubscribe that follow the first join and the last leave.
+//! - [`durable`]: durable rooms' delivery order, joining connections held
+//!   while their history is read, and the repair of gaps.
+//!
+//! The hub is the one owner of membership: a connection becomes a member of
+//! a room here ([`Hub::admit`], then [`Hub::settle`] for a durable room that
+//! needed a history read) and stops being one here ([`Hub::leave`],
+//! [`Hub::unregister`]).
 //!
 //! Fan-out encodes an event's client frame once and pushes the same
 //! refcounted bytes to every member, shard by shard, without awaiting and
 //! without a global lock: a push takes only the recipient's queue lock.
 
 pub mod connection;
+pub mod durable;
 pub mod subscriptions;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,12 +31,17 @@ use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::broker::EventSink;
+use crate::broker::{Broker, EventSink, HistoryPage, Position, history};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
-use crate::protocol::{BackendEvent, encode_event};
+use crate::protocol::{BackendEvent, Joined, encode_event};
 use crate::room::RoomName;
 pub use connection::{Batch, ConnId, Connection, Pushed, Queued};
+use durable::{Effects, Hold, LiveEvent, Resolved, Tails};
+
+/// Repair reads in flight at once after a reconnect, so that a node with
+/// many durable rooms does not flood Redis.
+const CONCURRENT_REPAIRS: usize = 64;
 
 /// Members of one room within one shard: id beside handle, so a leave scans
 /// a dense array without touching every connection.
@@ -50,6 +63,27 @@ pub enum Control {
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooManyConnections;
 
+/// How [`Hub::admit`] went.
+pub enum Admission {
+    /// A member now; a durable room's position (and recovery) if durable.
+    Live(Option<Joined>),
+    /// Held in a durable room: read its history, then [`Hub::settle`].
+    Held,
+}
+
+/// How [`Hub::settle`] went.
+pub enum Settled {
+    Joined(Joined),
+    /// The client's offset is ahead of the room's. `release` is true when
+    /// the caller must release the room's subscription.
+    Ahead {
+        position: Position,
+        release: bool,
+    },
+    /// The connection closed meanwhile; its close path releases the room.
+    Gone,
+}
+
 pub struct Hub {
     node_id: String,
     shards: Box<[Shard]>,
@@ -63,6 +97,11 @@ pub struct Hub {
     received: Counter,
     /// Rate-limits the warning about invalid payloads to one a second.
     last_invalid_log: AtomicU64,
+    tails: Arc<Tails>,
+    /// The broker, for repair reads. Weak: the broker holds the hub as its sink.
+    broker: OnceLock<Weak<dyn Broker>>,
+    repairs: tokio::sync::Semaphore,
+    me: Weak<Hub>,
 }
 
 impl Hub {
@@ -72,9 +111,14 @@ impl Hub {
         queue_limit: usize,
         max_per_user: usize,
         broker_kind: &'static str,
-    ) -> Self {
+        tails: Arc<Tails>,
+    ) -> Arc<Self> {
         let shards = shards.max(1);
-        Self {
+        Arc::new_cyclic(|me| Self {
+            tails,
+            broker: OnceLock::new(),
+            repairs: tokio::sync::Semaphore::new(CONCURRENT_REPAIRS),
+            me: me.clone(),
             node_id,
             shards: (0..shards).map(|_| Shard { rooms: DashMap::new() }).collect(),
             users: DashMap::new(),
@@ -84,7 +128,16 @@ impl Hub {
             metrics: Metrics::new(),
             received: Metrics::events_received(broker_kind),
             last_invalid_log: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// Give the hub the broker it reads repairs from.
+    pub fn attach_broker(&self, broker: &Arc<dyn Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    pub fn tails(&self) -> &Tails {
+        &self.tails
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -132,6 +185,9 @@ impl Hub {
         let rooms = conn.take_rooms();
         for room in &rooms {
             self.remove_member(room, conn);
+            if let Some(tail) = self.tails.get(room.as_str()) {
+                durable::lock(&tail).remove_held(conn.id);
+            }
         }
         if let dashmap::Entry::Occupied(mut entry) = self.users.entry(conn.user_id.clone()) {
             entry.get_mut().retain(|c| c.id != conn.id);
@@ -143,21 +199,200 @@ impl Hub {
         rooms
     }
 
-    /// Make `conn` a member of `room` on its shard. The caller has made the
-    /// room live on the broker first.
-    pub fn add_member(&self, room: &RoomName, conn: &Arc<Connection>) {
+    /// Make `conn` a member of `room`. The caller has made the room live
+    /// on the broker first. A durable room's member gets its position; with
+    /// `since`, also the events it missed. `preamble` (the subscribe ack) is
+    /// queued before them.
+    pub fn admit(
+        &self,
+        room: &RoomName,
+        conn: &Arc<Connection>,
+        since: Option<&Position>,
+        preamble: impl FnOnce(&Joined) -> Option<Utf8Bytes>,
+    ) -> Admission {
+        let Some(tail) = self.tails.get(room.as_str()) else {
+            self.insert_member(room, conn);
+            conn.add_room(room.clone());
+            return Admission::Live(None);
+        };
+        let mut tail = durable::lock(&tail);
+        conn.add_room(room.clone());
+        match tail.hold(conn, since, Instant::now()) {
+            Hold::Served {
+                position,
+                recovered,
+                frames,
+            } => {
+                let joined = Joined { position, recovered };
+                self.queue_joined(conn, &joined, frames, preamble, "node");
+                self.insert_member(room, conn);
+                Admission::Live(Some(joined))
+            }
+            Hold::Held => Admission::Held,
+        }
+    }
+
+    /// A held connection's history read came back: merge it with the live
+    /// events buffered meanwhile and make the connection a member.
+    pub fn settle(
+        &self,
+        room: &RoomName,
+        conn: &Arc<Connection>,
+        since: Option<&Position>,
+        page: &HistoryPage,
+        preamble: impl FnOnce(&Joined) -> Option<Utf8Bytes>,
+    ) -> Settled {
+        let Some(tail) = self.tails.get(room.as_str()) else {
+            return Settled::Gone;
+        };
+        let mut tail = durable::lock(&tail);
+        let epoch = page.position.epoch.clone();
+        let encode = |offset: u64, payload: &Bytes| self.encode_kept(room.as_str(), offset, &epoch, payload);
+        let (resolved, effects) = tail.resolve(conn.id, since, page, encode, Instant::now());
+        let settled = match resolved {
+            Resolved::Joined {
+                position,
+                recovered,
+                frames,
+                live,
+            } => {
+                let joined = Joined { position, recovered };
+                self.queue_joined(conn, &joined, frames, preamble, "broker");
+                if live {
+                    self.insert_member(room, conn);
+                }
+                Settled::Joined(joined)
+            }
+            Resolved::Ahead(position) => Settled::Ahead {
+                position,
+                release: conn.remove_room(room),
+            },
+            Resolved::Gone => Settled::Gone,
+        };
+        self.apply(room, effects);
+        settled
+    }
+
+    /// A held connection's read failed: it leaves the room. True when the
+    /// caller must release the room's subscription.
+    pub fn abandon(&self, room: &RoomName, conn: &Connection) -> bool {
+        if let Some(tail) = self.tails.get(room.as_str()) {
+            durable::lock(&tail).remove_held(conn.id);
+        }
+        conn.remove_room(room)
+    }
+
+    fn queue_joined(
+        &self,
+        conn: &Connection,
+        joined: &Joined,
+        frames: Vec<Utf8Bytes>,
+        preamble: impl FnOnce(&Joined) -> Option<Utf8Bytes>,
+        read_from: &'static str,
+    ) {
+        if let Some(recovered) = joined.recovered {
+            Metrics::recovery(recovered, read_from);
+        }
+        if let Some(frame) = preamble(joined) {
+            conn.push(frame, None);
+        }
+        if !frames.is_empty() {
+            self.metrics.events_recovered.increment(frames.len() as u64);
+        }
+        for frame in frames {
+            conn.push_recovered(frame);
+        }
+    }
+
+    /// Carry out what a step of a durable room's tail decided, under its lock.
+    fn apply(&self, room: &RoomName, effects: Effects) {
+        for event in &effects.deliver {
+            self.fan_out(room.as_str(), &event.frame, event.skip, event.received_at);
+        }
+        for conn in &effects.promoted {
+            self.insert_member(room, conn);
+        }
+        if effects.close_members {
+            tracing::warn!(%room, "durable room lost continuity (gap or new epoch); its members resume");
+            self.close_members(room.as_str(), CloseReason::InsufficientState);
+        }
+        for conn in &effects.close_held {
+            conn.close(CloseReason::InsufficientState);
+        }
+        if let Some(from) = effects.repair_from {
+            self.spawn_repair(room.clone(), from);
+        }
+    }
+
+    fn spawn_repair(&self, room: RoomName, from: u64) {
+        let Some(hub) = self.me.upgrade() else { return };
+        tokio::spawn(async move { hub.repair(room, from).await });
+    }
+
+    /// Read what the node missed of `room` after `from` and hand it to the tail.
+    async fn repair(&self, room: RoomName, from: u64) {
+        let size = self.tails.config().size;
+        let page = match self.broker.get().and_then(Weak::upgrade) {
+            Some(broker) => {
+                let _permit = self.repairs.acquire().await;
+                broker.history(&room, from, size, size as u64).await.map_err(|error| {
+                    tracing::warn!(%room, %error, "repair read failed");
+                })
+            }
+            None => Err(()),
+        };
+        let Some(tail) = self.tails.get(room.as_str()) else {
+            return;
+        };
+        let mut tail = durable::lock(&tail);
+        let epoch = page
+            .as_ref()
+            .map(|p| p.position.epoch.clone())
+            .unwrap_or_else(|_| Arc::from(""));
+        let encode = |offset: u64, payload: &Bytes| self.encode_kept(room.as_str(), offset, &epoch, payload);
+        let effects = tail.repaired(from, page.as_ref().map_err(|_| ()), encode, Instant::now());
+        self.apply(&room, effects);
+    }
+
+    /// The frame of an event read back from history.
+    fn encode_kept(&self, room: &str, offset: u64, epoch: &str, payload: &Bytes) -> Option<Utf8Bytes> {
+        match BackendEvent::parse(payload) {
+            Ok(event) => Some(encode_event(room, &event, Some((offset, epoch)))),
+            Err(error) => {
+                self.metrics.events_invalid.increment(1);
+                self.log_invalid(room, &error);
+                None
+            }
+        }
+    }
+
+    /// Close every member of `room` on this node, live and held.
+    fn close_members(&self, room: &str, reason: CloseReason) {
+        for shard in self.shards.iter() {
+            if let Some(members) = shard.rooms.get(room) {
+                for (_, conn) in members.iter() {
+                    conn.close(reason.clone());
+                }
+            }
+        }
+    }
+
+    /// Put `conn` in `room`'s members on its shard.
+    fn insert_member(&self, room: &RoomName, conn: &Arc<Connection>) {
         self.shard(conn.id)
             .rooms
             .entry(room.clone())
             .or_default()
             .push((conn.id, conn.clone()));
-        conn.add_room(room.clone());
     }
 
     /// Remove `conn` from `room`; false if it was not a member.
     pub fn leave(&self, room: &RoomName, conn: &Connection) -> bool {
         if conn.remove_room(room) {
             self.remove_member(room, conn);
+            if let Some(tail) = self.tails.get(room.as_str()) {
+                durable::lock(&tail).remove_held(conn.id);
+            }
             true
         } else {
             false
@@ -255,11 +490,14 @@ impl Hub {
 }
 
 impl EventSink for Hub {
-    fn deliver(&self, room: &str, payload: Bytes) {
+    fn deliver(&self, room: &str, message: Bytes) {
         let received_at = Instant::now();
         self.received.increment(1);
-        let event = match BackendEvent::parse(&payload) {
-            Ok(event) => event,
+        let parsed = history::unframe(&message)
+            .ok_or_else(|| "malformed durable event header".to_string())
+            .and_then(|(position, payload)| BackendEvent::parse(payload).map(|event| (position, event)));
+        let (position, event) = match parsed {
+            Ok(parsed) => parsed,
             Err(error) => {
                 self.metrics.events_invalid.increment(1);
                 self.log_invalid(room, &error);
@@ -267,8 +505,34 @@ impl EventSink for Hub {
             }
         };
         let skip = event.skip.as_deref().and_then(|s| self.local_id(s));
-        let frame = encode_event(room, &event);
-        self.fan_out(room, &frame, skip, received_at);
+        let frame = encode_event(room, &event, position);
+        match self.tails.get_named(room) {
+            // A durable room: delivered in offset order by its tail.
+            Some((name, tail)) => {
+                let mut tail = durable::lock(&tail);
+                let effects = tail.live(LiveEvent {
+                    position: position.map(|(offset, epoch)| (offset, Arc::from(epoch))),
+                    frame,
+                    skip,
+                    received_at,
+                });
+                self.apply(&name, effects);
+            }
+            None => {
+                self.fan_out(room, &frame, skip, received_at);
+            }
+        }
+    }
+
+    fn resubscribed(&self) {
+        // Events published while this node was not subscribed were missed:
+        // check every durable room against the broker and repair the gaps.
+        for (room, tail) in self.tails.all() {
+            let from = durable::lock(&tail).start_check();
+            if let Some(from) = from {
+                self.spawn_repair(room, from);
+            }
+        }
     }
 
     fn control(&self, payload: Bytes) {
@@ -286,8 +550,13 @@ impl EventSink for Hub {
 mod tests {
     use super::*;
 
-    fn hub() -> Hub {
-        Hub::new("n1".into(), 4, 1 << 20, 2, "memory")
+    fn hub() -> Arc<Hub> {
+        let tails = Arc::new(Tails::new(crate::config::HistoryConfig::default()));
+        Hub::new("n1".into(), 4, 1 << 20, 2, "memory", tails)
+    }
+
+    fn join(hub: &Hub, room: &RoomName, conn: &Arc<Connection>) {
+        assert!(matches!(hub.admit(room, conn, None, |_| None), Admission::Live(None)));
     }
 
     fn addr() -> SocketAddr {
@@ -307,8 +576,8 @@ mod tests {
         let a = hub.register("42".into(), addr()).unwrap();
         let b = hub.register("42".into(), addr()).unwrap();
         let other = hub.register("43".into(), addr()).unwrap();
-        hub.add_member(&room, &a);
-        hub.add_member(&room, &b);
+        join(&hub, &room, &a);
+        join(&hub, &room, &b);
         hub.deliver("user:42", Bytes::from_static(br#"{"event":"e","data":1}"#));
         assert_eq!(drain(&a).len(), 1);
         assert_eq!(drain(&b).len(), 1);
@@ -327,7 +596,7 @@ mod tests {
         let _b = hub.register("7".into(), addr()).unwrap();
         assert!(matches!(hub.register("7".into(), addr()), Err(TooManyConnections)));
         let room = RoomName::new("org:x").unwrap();
-        hub.add_member(&room, &a);
+        join(&hub, &room, &a);
         assert_eq!(hub.unregister(&a), vec![room.clone()]);
         assert_eq!(
             hub.fan_out("org:x", &Utf8Bytes::from_static("x"), None, Instant::now()),

@@ -6,6 +6,11 @@
 //! across the broker round trip on purpose: a second joiner waits for the
 //! first one's SUBSCRIBE, so nobody is told a room is live before it is.
 //! Joins of a room that is already live skip the lock entirely.
+//!
+//! A durable room's tail ([`super::durable::Tails`]) lives exactly as long
+//! as its subscription: opened once the room is live, closed before it is
+//! unsubscribed, so a tail never holds a position from an earlier
+//! subscription whose events this node did not all receive.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use metrics::Gauge;
 
+use super::durable::Tails;
 use crate::broker::{Broker, BrokerError};
 use crate::room::RoomName;
 
@@ -28,11 +34,13 @@ pub struct Subscriptions {
     stripes: Box<[tokio::sync::Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
     rooms_gauge: Gauge,
+    tails: Arc<Tails>,
 }
 
 impl Subscriptions {
-    pub fn new(broker: Arc<dyn Broker>) -> Self {
+    pub fn new(broker: Arc<dyn Broker>, tails: Arc<Tails>) -> Self {
         Self {
+            tails,
             broker,
             counts: DashMap::new(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -64,6 +72,7 @@ impl Subscriptions {
             return Ok(());
         }
         self.broker.subscribe(room).await?;
+        self.tails.open(room);
         self.counts.insert(room.clone(), 1);
         self.rooms_gauge.increment(1.0);
         Ok(())
@@ -83,6 +92,7 @@ impl Subscriptions {
             return;
         }
         self.counts.remove_if(room, |_, count| *count == 0);
+        self.tails.close(room);
         self.rooms_gauge.decrement(1.0);
         if let Err(error) = self.broker.unsubscribe(room).await {
             tracing::debug!(%room, %error, "unsubscribe failed; the broker drops it on reconnect");
@@ -122,8 +132,9 @@ mod tests {
     #[tokio::test]
     async fn subscribes_on_first_join_and_unsubscribes_after_last_leave() {
         let seen = Arc::new(Seen::default());
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(seen.clone()));
-        let subs = Subscriptions::new(broker.clone());
+        let history = crate::config::HistoryConfig::default();
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(seen.clone(), &history));
+        let subs = Subscriptions::new(broker.clone(), Arc::new(Tails::new(history)));
         let room = RoomName::new("org:acme").unwrap();
         subs.acquire(&room).await.unwrap();
         subs.acquire(&room).await.unwrap();

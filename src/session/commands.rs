@@ -3,9 +3,13 @@
 //! `ref`; a refused command never ends the connection.
 
 use super::{CloseReason, Session, instant_of_unix};
+use crate::broker::Position;
+use crate::gateway::JoinError;
 use crate::metrics::Metrics;
 use crate::permissions::Action;
-use crate::protocol::{BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_error, encode_pong};
+use crate::protocol::{
+    BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_error, encode_pong, encode_subscribed,
+};
 use crate::room::RoomName;
 
 impl Session {
@@ -22,7 +26,7 @@ impl Session {
         let reference = frame.reference.as_deref();
         match frame.command {
             Command::Auth { .. } => self.reply_error(reference, ErrorCode::BadRequest, "already authenticated"),
-            Command::Subscribe { room } => self.subscribe(reference, room).await,
+            Command::Subscribe { room, since } => self.subscribe(reference, room, since).await,
             Command::Unsubscribe { room } => self.unsubscribe(reference, room).await,
             Command::Publish {
                 room,
@@ -52,8 +56,15 @@ impl Session {
         self.reply(encode_error(reference, code, message));
     }
 
-    async fn subscribe(&mut self, reference: Option<&str>, room: RoomName) {
+    async fn subscribe(&mut self, reference: Option<&str>, room: RoomName, since: Option<Position>) {
         if self.conn.has_room(&room) {
+            if since.is_some() {
+                return self.reply_error(
+                    reference,
+                    ErrorCode::BadRequest,
+                    &format!("already subscribed to {room}: a resume needs a new subscription"),
+                );
+            }
             return self.reply(encode_ack(reference, None));
         }
         if !self.gw.permissions.allows(&self.identity, &room, Action::Read) {
@@ -71,9 +82,25 @@ impl Session {
                 &format!("at most {max} rooms per connection"),
             );
         }
-        match self.gw.join(&self.conn, &room).await {
-            Ok(()) => self.reply(encode_ack(reference, None)),
-            Err(error) => {
+        if since.is_some() && !self.gw.is_durable(&room) {
+            // Nothing to resume from: say so rather than pretend.
+            return self.reply_error(
+                reference,
+                ErrorCode::BadRequest,
+                &format!("{room} keeps no history (history.namespaces): subscribe without 'since'"),
+            );
+        }
+        // The ack is queued by the join, before the missed events it sends.
+        let ack = |joined: &crate::protocol::Joined| Some(encode_subscribed(reference, joined));
+        match self.gw.join(&self.conn, &room, since.as_ref(), ack).await {
+            Ok(Some(_)) => {}
+            Ok(None) => self.reply(encode_ack(reference, None)),
+            Err(JoinError::Ahead(position)) => self.reply_error(
+                reference,
+                ErrorCode::BadRequest,
+                &format!("'since' is ahead of {room}: its offset is {}", position.offset),
+            ),
+            Err(JoinError::Broker(error)) => {
                 tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "subscribe failed");
                 self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
             }
@@ -96,11 +123,15 @@ impl Session {
                 &format!("not allowed to publish to {room}"),
             );
         }
-        match self.gw.publish(&room, &event).await {
-            Ok(()) => {
-                Metrics::events_published("client");
-                self.reply(encode_ack(reference, None));
-            }
+        match self.gw.publish(&room, &event, "client").await {
+            Ok(None) => self.reply(encode_ack(reference, None)),
+            Ok(Some(position)) => self.reply(encode_subscribed(
+                reference,
+                &crate::protocol::Joined {
+                    position,
+                    recovered: None,
+                },
+            )),
             Err(error) => {
                 tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "publish failed");
                 self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");

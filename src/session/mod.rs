@@ -2,153 +2,41 @@
 //! a single task: read client frames, write what the hub queued (in batches,
 //! one flush each), send heartbeats, watch expiry and the drain signal.
 //!
-//! - [`commands`]: what each client command does.
-//!
-//! Every way out goes through [`Session::finish`], the one close path:
-//! stop the queue, deregister, send the close frame, wait briefly for the
-//! client's reply, then release the rooms on the broker.
+//! - [`open`]: the auth frame, registration, the token's rooms (resumed from
+//!   the client's positions) and the welcome;
+//! - [`commands`]: what each client command does;
+//! - [`writer`]: writing frames and batches to the socket;
+//! - [`close`]: the one close path, [`Session::finish`]: stop the queue,
+//!   deregister, send the close frame, wait briefly for the client's reply,
+//!   then release the rooms on the broker.
 
+mod close;
 mod commands;
+mod open;
+mod writer;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tracing::Instrument;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::Identity;
 use crate::close::CloseReason;
 use crate::gateway::Gateway;
 use crate::hub::{Batch, Connection};
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics::Metrics;
-use crate::protocol::{ClientFrame, Command, encode_welcome};
+use close::classify;
+pub use open::run;
 
 pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 
-/// How long a closing socket may take to send our close frame and answer it.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// The window over which rate-limit refusals add up to a 4008 close.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
-
-/// Run a connection to its end. `identity` is set when the token came with
-/// the upgrade request; otherwise the first frame must carry it.
-pub async fn run(gw: Arc<Gateway>, ws: WsStream, identity: Option<Identity>, remote: SocketAddr) {
-    // Opening (auth frame, registration, joins, welcome) and closing happen
-    // once: they are boxed, so the future every socket holds for its whole
-    // life carries only what serving needs.
-    let Some((mut session, span)) = Box::pin(open(gw, ws, identity, remote)).await else {
-        return;
-    };
-    async move {
-        let reason = session.serve().await;
-        Box::pin(session.finish(reason)).await;
-    }
-    .instrument(span)
-    .await
-}
-
-/// Authenticate (if the upgrade carried no token), register, join the
-/// token's rooms and welcome. None when the connection ended instead.
-async fn open(
-    gw: Arc<Gateway>,
-    mut ws: WsStream,
-    identity: Option<Identity>,
-    remote: SocketAddr,
-) -> Option<(Box<Session>, tracing::Span)> {
-    let identity = match identity {
-        Some(identity) => identity,
-        None => match await_auth_frame(&gw, &mut ws).await {
-            Ok(identity) => identity,
-            Err(Refused::Gone) => return None,
-            Err(Refused::Auth(error)) => {
-                Metrics::auth_failure(error.reason());
-                tracing::debug!(%remote, reason = error.reason(), "auth frame refused");
-                let reason = CloseReason::Unauthorized(error.to_string());
-                Metrics::connection_closed(reason.label());
-                send_close(&mut ws, &reason).await;
-                return None;
-            }
-        },
-    };
-    let conn = match gw.hub.register(identity.user_id.clone(), remote) {
-        Ok(conn) => conn,
-        Err(_) => {
-            let reason = CloseReason::Policy("too many connections for this user".into());
-            Metrics::connection_closed(reason.label());
-            send_close(&mut ws, &reason).await;
-            return None;
-        }
-    };
-    if gw.shutdown.is_draining() {
-        // Registered after the drain closed everyone: leave with them.
-        conn.close(CloseReason::Draining);
-    }
-    let conn_id = gw.hub.external_id(conn.id);
-    // A debug span: entered on every poll, it costs a few percent of the
-    // fan-out at info level. Lines logged at info and above name conn_id and
-    // user_id themselves.
-    let span = tracing::debug_span!("session", conn_id = %conn_id, user_id = %identity.user_id);
-    let now = Instant::now();
-    let mut session = Box::new(Session {
-        expires: instant_of_unix(identity.expires_at),
-        bucket: TokenBucket::new(gw.config.limits.client_rate, gw.config.limits.client_burst, now),
-        strikes: Strikes::new(gw.config.limits.client_max_violations, STRIKE_WINDOW, now),
-        last_seen: now,
-        next_ping: now + gw.heartbeat(),
-        gw,
-        conn,
-        conn_id,
-        identity,
-        ws,
-    });
-    match session.start().instrument(span.clone()).await {
-        Ok(()) => Some((session, span)),
-        Err(reason) => {
-            session.finish(reason).instrument(span).await;
-            None
-        }
-    }
-}
-
-enum Refused {
-    Auth(AuthError),
-    /// The client left; nothing to answer.
-    Gone,
-}
-
-/// Wait for `{"type":"auth","token":...}` within `auth_timeout`.
-async fn await_auth_frame(gw: &Gateway, ws: &mut WsStream) -> Result<Identity, Refused> {
-    let deadline = tokio::time::sleep(Duration::from_secs(gw.config.ws.auth_timeout_s));
-    tokio::pin!(deadline);
-    loop {
-        let message = tokio::select! {
-            _ = &mut deadline => return Err(Refused::Auth(AuthError::Timeout)),
-            message = ws.next() => message,
-        };
-        match message {
-            Some(Ok(Message::Text(text))) => {
-                Metrics::client_frame("auth");
-                return match ClientFrame::parse(&text) {
-                    Ok(ClientFrame {
-                        command: Command::Auth { token },
-                        ..
-                    }) => gw.verifier.verify(&token).map_err(Refused::Auth),
-                    _ => Err(Refused::Auth(AuthError::Missing)),
-                };
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Binary(_) | Message::Frame(_))) => return Err(Refused::Auth(AuthError::Malformed)),
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(Refused::Gone),
-        }
-    }
-}
 
 struct Session {
     gw: Arc<Gateway>,
@@ -165,28 +53,6 @@ struct Session {
 }
 
 impl Session {
-    /// Join the token's rooms, then welcome: the rooms are live first.
-    async fn start(&mut self) -> Result<(), CloseReason> {
-        let max_rooms = self.gw.config.limits.max_rooms_per_connection;
-        let rooms: Vec<_> = self.identity.own_rooms().into_iter().take(max_rooms).collect();
-        for room in &rooms {
-            self.gw.join(&self.conn, room).await.map_err(|error| {
-                tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "cannot join a token room");
-                CloseReason::Internal("broker unavailable: retry later".into())
-            })?;
-        }
-        let welcome = encode_welcome(
-            &self.conn_id,
-            &self.identity.user_id,
-            &rooms,
-            self.identity.expires_at,
-            self.gw.config.ws.heartbeat_s,
-        );
-        self.write_now(Message::Text(welcome)).await?;
-        tracing::debug!(rooms = rooms.len(), "connected");
-        Ok(())
-    }
-
     /// The loop: frames in, events out, timers. (Draining closes the socket
     /// through its queue, like any other close request: see `server`.)
     async fn serve(&mut self) -> CloseReason {
@@ -299,115 +165,6 @@ impl Session {
         if let crate::hub::Pushed::Overflowed(dropped) = self.conn.push(frame, None) {
             self.gw.hub.metrics().dropped_slow_consumer.increment(dropped);
         }
-    }
-
-    /// Write one frame now (welcome, pings), bounded by the write timeout.
-    async fn write_now(&mut self, message: Message) -> Result<(), CloseReason> {
-        let timeout = Duration::from_secs(self.gw.config.ws.write_timeout_s);
-        match tokio::time::timeout(timeout, self.ws.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(classify(error)),
-            Err(_) => Err(CloseReason::SlowConsumer),
-        }
-    }
-
-    /// Write a drained batch: every frame fed, one flush. A write that makes
-    /// no progress within the write timeout, or a close request that arrives
-    /// meanwhile (e.g. the queue overflowed), ends the connection.
-    async fn write_batch(&mut self, batch: &mut Batch) -> Result<(), CloseReason> {
-        let oldest = batch.iter().find_map(|q| q.received_at);
-        let events = batch.iter().filter(|q| q.received_at.is_some()).count() as u64;
-        let write_timeout = Duration::from_secs(self.gw.config.ws.write_timeout_s);
-        let result = {
-            let ws = &mut self.ws;
-            let conn = &self.conn;
-            let write = async {
-                for queued in batch.drain(..) {
-                    ws.feed(Message::Text(queued.frame)).await?;
-                }
-                ws.flush().await
-            };
-            tokio::pin!(write);
-            // Most writes complete at once (the socket has room): no timer
-            // is armed for them.
-            match write.as_mut().now_or_never() {
-                Some(result) => result.map_err(classify),
-                None => {
-                    // A blocked write is rare: its timer lives on the heap
-                    // rather than in every socket's future.
-                    let stall = Box::pin(tokio::time::sleep(write_timeout));
-                    tokio::select! {
-                        result = &mut write => result.map_err(classify),
-                        _ = stall => Err(CloseReason::SlowConsumer),
-                        reason = conn.closed() => Err(reason),
-                    }
-                }
-            }
-        };
-        batch.clear();
-        // The batch swaps places with the queue on every drain: after a burst,
-        // give the memory back rather than keep two large buffers per socket.
-        if batch.capacity() > 256 {
-            batch.shrink_to(16);
-        }
-        result?;
-        let metrics = self.gw.hub.metrics();
-        metrics.messages_delivered.increment(events);
-        if let Some(oldest) = oldest {
-            crate::metrics::record_sampled(&metrics.delivery_latency, oldest);
-        }
-        Ok(())
-    }
-
-    /// The one close path.
-    async fn finish(self: Box<Self>, reason: CloseReason) {
-        let mut this = *self;
-        this.conn.close(reason.clone());
-        let rooms = this.gw.hub.unregister(&this.conn);
-        Metrics::connection_closed(reason.label());
-        match &reason {
-            CloseReason::ClientGone => tracing::debug!("client left"),
-            reason => tracing::debug!(code = reason.code(), reason = reason.label(), "closing"),
-        }
-        send_close(&mut this.ws, &reason).await;
-        drop(this.ws);
-        for room in &rooms {
-            this.gw.subscriptions.release(room).await;
-        }
-    }
-}
-
-/// Send the close frame (if the peer may still read) and wait briefly for
-/// its answer, so the client sees the code rather than a reset.
-async fn send_close(ws: &mut WsStream, reason: &CloseReason) {
-    if !reason.sends_frame() {
-        // The client closed: tungstenite has queued the reply to its close
-        // frame; flush it so the client sees a clean close, not a reset.
-        let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
-        return;
-    }
-    let frame = CloseFrame {
-        code: reason.code().into(),
-        reason: reason.text().into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
-}
-
-/// The close reason of a failed read or write.
-fn classify(error: WsError) -> CloseReason {
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    match error {
-        WsError::Capacity(_) => CloseReason::MessageTooBig,
-        // The client dropped the TCP connection without a close frame.
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseReason::ClientGone,
-        WsError::Protocol(p) => CloseReason::Protocol(p.to_string()),
-        WsError::Utf8(_) => CloseReason::Protocol("invalid UTF-8 in a text frame".into()),
-        _ => CloseReason::ClientGone,
     }
 }
 

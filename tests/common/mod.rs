@@ -74,14 +74,26 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// `--appendonly yes`: a restart keeps the data (and the functions).
+    persistent: bool,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
+        Self::start_with(false).await
+    }
+
+    /// A Redis that keeps its data across [`Redis::restart`] (AOF).
+    pub async fn start_persistent() -> Redis {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Redis {
         let mut redis = Redis {
             port: free_port(),
             child: None,
             dir: temp_dir("redis"),
+            persistent,
         };
         redis.spawn().await;
         redis
@@ -97,7 +109,9 @@ impl Redis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.persistent { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(&self.dir)
@@ -138,6 +152,22 @@ impl Redis {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("PUBLISH reply: {reply:?}"))
+    }
+
+    /// Any command; the raw RESP reply text.
+    pub async fn cmd(&self, args: &[&str]) -> String {
+        resp(self.port, args).await.expect("redis command")
+    }
+
+    /// `FCALL wsgate_publish 1 gw:<room> <payload>`: the event's offset, or
+    /// the error reply.
+    pub async fn fcall_publish(&self, room: &str, payload: &str) -> Result<u64, String> {
+        let channel = format!("gw:{room}");
+        let reply = self.cmd(&["FCALL", "wsgate_publish", "1", &channel, payload]).await;
+        match reply.strip_prefix(':') {
+            Some(n) => n.trim().parse().map_err(|_| reply.clone()),
+            None => Err(reply),
+        }
     }
 
     /// Number of subscribers of `channel` (PUBSUB NUMSUB).

@@ -1,6 +1,8 @@
 //! The Redis broker (fred): one SUBSCRIBE per room this node serves, a
-//! second connection to PUBLISH, and a supervisor that re-subscribes every
-//! live room after a reconnect before it reports the broker up again.
+//! second connection to PUBLISH (and to call the history functions), and a
+//! supervisor that, after every (re)connect, loads the Function library
+//! ([`functions`]) and re-subscribes every live room before it reports the
+//! broker up again.
 //!
 //! The reader hands each message to the sink and goes on; it never waits
 //! for a socket. If it still falls behind fred's buffer, the lost messages
@@ -17,8 +19,11 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
+pub mod functions;
+
+use super::history::{HistoryPage, Position};
 use super::{Broker, BrokerError, EventSink, control_channel, room_channel};
-use crate::config::RedisConfig;
+use crate::config::{HistoryConfig, RedisConfig};
 use crate::metrics::Metrics;
 use crate::room::RoomName;
 
@@ -47,6 +52,8 @@ struct Shared {
     /// Connected, and every wanted channel subscribed.
     up: AtomicBool,
     timeout: Duration,
+    /// The Function library to load on every connect; None without history.
+    library: Option<(String, String)>,
 }
 
 fn backend(err: Error) -> BrokerError {
@@ -56,7 +63,12 @@ fn backend(err: Error) -> BrokerError {
 impl RedisBroker {
     /// Create the clients and start connecting in the background: the node
     /// serves (with `/ready` 503) while Redis is still unreachable.
-    pub fn connect(url: &str, config: &RedisConfig, sink: Arc<dyn EventSink>) -> Result<Self, BrokerError> {
+    pub fn connect(
+        url: &str,
+        config: &RedisConfig,
+        history: &HistoryConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, BrokerError> {
         let redis_config =
             Config::from_url(url).map_err(|e| BrokerError::Backend(format!("invalid redis url: {e}")))?;
         let build = |buffer: usize| {
@@ -87,15 +99,18 @@ impl RedisBroker {
             wanted: Mutex::new(HashSet::new()),
             up: AtomicBool::new(false),
             timeout: Duration::from_secs(config.subscribe_timeout_s),
+            library: history
+                .enabled()
+                .then(|| functions::library(&config.channel_prefix, history)),
         });
         // The reader subscribes to fred's message stream before connecting,
         // so nothing received on the first connection is missed.
-        tokio::spawn(read_messages(shared.clone(), sink));
+        tokio::spawn(read_messages(shared.clone(), sink.clone()));
         // The connection tasks run (and reconnect) on their own; their
         // handles are not needed.
         drop(shared.subscriber.connect());
         drop(shared.publisher.connect());
-        tokio::spawn(supervise(shared.clone()));
+        tokio::spawn(supervise(shared.clone(), sink));
         Ok(Self { shared })
     }
 }
@@ -138,6 +153,20 @@ impl Shared {
         .await
     }
 
+    /// Load the Function library (a Redis restarted without persistence has
+    /// lost it). Without it durable publishes fail, but pub/sub still works,
+    /// so a failure is logged and the node goes on.
+    async fn load_library(&self) {
+        let Some((source, version)) = &self.library else { return };
+        match self.with_timeout(functions::load(&self.publisher, source)).await {
+            Ok(()) => tracing::info!(%version, "loaded the wsgate function library"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot load the wsgate function library (needs Redis 7+): durable publishes will fail"
+            ),
+        }
+    }
+
     /// Subscribe the control channel and every wanted room, in chunks.
     async fn resubscribe_all(&self) -> Result<usize, BrokerError> {
         let mut channels: Vec<String> = self.wanted().iter().cloned().collect();
@@ -152,7 +181,7 @@ impl Shared {
 
 /// Keep `up` honest: down as soon as a connection is lost, up again only after
 /// every wanted channel is re-subscribed.
-async fn supervise(shared: Arc<Shared>) {
+async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
     let broker_up = metrics::gauge!(crate::metrics::BROKER_UP);
     let broker_reconnects = metrics::counter!(crate::metrics::BROKER_RECONNECTS);
     broker_up.set(0.0);
@@ -167,6 +196,7 @@ async fn supervise(shared: Arc<Shared>) {
             }
             resubscribe = true;
         } else if resubscribe || !shared.up.load(Ordering::SeqCst) {
+            shared.load_library().await;
             match shared.resubscribe_all().await {
                 Ok(channels) => {
                     resubscribe = false;
@@ -175,6 +205,7 @@ async fn supervise(shared: Arc<Shared>) {
                     if ever_up {
                         broker_reconnects.increment(1);
                         tracing::info!(channels, "redis reconnected; every live room re-subscribed");
+                        sink.resubscribed();
                     } else {
                         tracing::info!(channels, "redis connected");
                     }
@@ -267,6 +298,44 @@ impl Broker for RedisBroker {
                 .with_timeout(shared.publisher.publish::<i64, _, _>(channel, payload))
                 .await
                 .map(drop)
+        }
+        .boxed()
+    }
+
+    fn publish_durable<'a>(
+        &'a self,
+        room: &'a RoomName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Position, BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.can_publish() {
+                return Err(BrokerError::Unavailable);
+            }
+            let channel = room_channel(&shared.prefix, room.as_str());
+            shared
+                .with_timeout(functions::append(&shared.publisher, channel, payload))
+                .await
+        }
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        since: u64,
+        limit: usize,
+        max_gap: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.can_publish() {
+                return Err(BrokerError::Unavailable);
+            }
+            let channel = room_channel(&shared.prefix, room.as_str());
+            shared
+                .with_timeout(functions::history(&shared.publisher, channel, since, limit, max_gap))
+                .await
         }
         .boxed()
     }

@@ -1,0 +1,154 @@
+//! The Redis Function library `wsgate` (`wsgate.lua` beside this file): how
+//! it is generated from the `[history]` config, loaded, and called.
+//!
+//! Backends publish durably with `FCALL wsgate_publish 1 gw:<room> <payload>`;
+//! the gateway itself calls `wsgate_append` (which also returns the epoch)
+//! and `wsgate_history`.
+
+use bytes::Bytes;
+use fred::prelude::*;
+
+use crate::broker::history::{HistoryPage, Position};
+use crate::broker::memory::POSITION_TTL;
+use crate::config::HistoryConfig;
+
+const TEMPLATE: &str = include_str!("wsgate.lua");
+
+/// The library's source for this config. Its version is a hash of the text,
+/// so nodes with the same config load the same library, and a node with a
+/// changed config replaces it (and says so in its log).
+pub fn library(prefix: &str, history: &HistoryConfig) -> (String, String) {
+    let all = history.namespaces.iter().any(|ns| ns == "*");
+    let namespaces: Vec<String> = history
+        .namespaces
+        .iter()
+        .filter(|ns| *ns != "*")
+        .map(|ns| format!("['{ns}'] = true"))
+        .collect();
+    let position_ttl = history.ttl_s.max(POSITION_TTL.as_secs());
+    let body = TEMPLATE
+        .replace("{{PREFIX}}", &lua_string_body(prefix))
+        .replace("{{SIZE}}", &history.size.to_string())
+        .replace("{{TTL}}", &history.ttl_s.to_string())
+        .replace("{{POSITION_TTL}}", &position_ttl.to_string())
+        .replace("{{ALL}}", if all { "true" } else { "false" })
+        .replace("{{NAMESPACES}}", &namespaces.join(", "));
+    let version = format!("1-{:016x}", fnv1a(body.as_bytes()));
+    (body.replace("{{VERSION}}", &version), version)
+}
+
+/// The prefix is validated ASCII without spaces; escape what a single-quoted
+/// Lua string cannot hold as is.
+fn lua_string_body(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `FUNCTION LOAD REPLACE` the library.
+pub async fn load(client: &Client, source: &str) -> Result<(), Error> {
+    client.function_load::<Value, _>(true, source).await.map(drop)
+}
+
+/// `FCALL wsgate_append`: the new event's position.
+pub async fn append(client: &Client, channel: String, payload: Bytes) -> Result<Position, Error> {
+    let reply: Vec<Value> = client.fcall("wsgate_append", channel, payload).await?;
+    match reply.as_slice() {
+        [offset, epoch] => Ok(Position {
+            offset: as_offset(offset)?,
+            epoch: as_epoch(epoch)?,
+        }),
+        _ => Err(unexpected("wsgate_append")),
+    }
+}
+
+/// `FCALL wsgate_history`.
+pub async fn history(
+    client: &Client,
+    channel: String,
+    since: u64,
+    limit: usize,
+    max_gap: u64,
+) -> Result<HistoryPage, Error> {
+    let args = vec![since.to_string(), limit.to_string(), max_gap.to_string()];
+    let reply: Vec<Value> = client.fcall("wsgate_history", channel, args).await?;
+    let [epoch, offset, entries] = reply.as_slice() else {
+        return Err(unexpected("wsgate_history"));
+    };
+    let position = Position {
+        offset: as_offset(offset)?,
+        epoch: as_epoch(epoch)?,
+    };
+    let entries = match entries {
+        Value::Array(entries) => entries.as_slice(),
+        Value::Null => &[],
+        _ => return Err(unexpected("wsgate_history entries")),
+    };
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        // [id, [field, value]]: id "<offset>-0", field "p".
+        let Value::Array(parts) = entry else {
+            return Err(unexpected("wsgate_history entry"));
+        };
+        let (Some(id), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
+            return Err(unexpected("wsgate_history entry"));
+        };
+        let offset = id
+            .as_str()
+            .and_then(|id| id.split_once('-').and_then(|(ms, _)| ms.parse::<u64>().ok()))
+            .ok_or_else(|| unexpected("wsgate_history entry id"))?;
+        let payload = match fields.get(1) {
+            Some(Value::Bytes(bytes)) => bytes.clone(),
+            Some(Value::String(text)) => Bytes::from(text.to_string()),
+            _ => return Err(unexpected("wsgate_history payload")),
+        };
+        events.push((offset, payload));
+    }
+    Ok(HistoryPage { position, events })
+}
+
+fn as_offset(value: &Value) -> Result<u64, Error> {
+    match value {
+        Value::Integer(n) => u64::try_from(*n).map_err(|_| unexpected("offset")),
+        other => other
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| unexpected("offset")),
+    }
+}
+
+fn as_epoch(value: &Value) -> Result<std::sync::Arc<str>, Error> {
+    value
+        .as_str()
+        .filter(|e| crate::broker::history::is_valid_epoch(e))
+        .map(|e| std::sync::Arc::from(&*e))
+        .ok_or_else(|| unexpected("epoch"))
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::new(ErrorKind::Parse, format!("unexpected reply shape from {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_embeds_the_config_and_is_versioned_by_it() {
+        let mut history = HistoryConfig {
+            namespaces: vec!["orders".into(), "chat".into()],
+            ..HistoryConfig::default()
+        };
+        let (source, version) = library("gw:", &history);
+        assert!(source.starts_with("#!lua name=wsgate\n"));
+        assert!(source.contains("local SIZE = 1000"));
+        assert!(source.contains("['orders'] = true, ['chat'] = true"));
+        assert!(source.contains(&version) && !source.contains("{{"));
+        history.size = 10;
+        assert_ne!(library("gw:", &history).1, version, "a new config is a new version");
+    }
+}

@@ -1,0 +1,199 @@
+//! Opening a connection: the auth frame (when the upgrade carried no token),
+//! registration, the token's rooms — resumed from the client's positions
+//! where it gave them — and the welcome, sent only once every room is live.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
+
+use super::close::send_close;
+use super::{STRIKE_WINDOW, Session, WsStream, instant_of_unix};
+use crate::auth::{AuthError, Identity};
+use crate::close::CloseReason;
+use crate::gateway::{Gateway, JoinError};
+use crate::limits::{Strikes, TokenBucket};
+use crate::metrics::Metrics;
+use crate::protocol::{ClientFrame, Command, ErrorCode, Joined, Since, WelcomeInfo, encode_welcome};
+
+/// Run a connection to its end. `identity` is set when the token came with
+/// the upgrade request (and `since` from its query); otherwise the first
+/// frame must carry both.
+pub async fn run(gw: Arc<Gateway>, ws: WsStream, identity: Option<(Identity, Since)>, remote: SocketAddr) {
+    // Opening (auth frame, registration, joins, welcome) and closing happen
+    // once: they are boxed, so the future every socket holds for its whole
+    // life carries only what serving needs.
+    let Some((mut session, span)) = Box::pin(open(gw, ws, identity, remote)).await else {
+        return;
+    };
+    async move {
+        let reason = session.serve().await;
+        Box::pin(session.finish(reason)).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Authenticate (if the upgrade carried no token), register, join the
+/// token's rooms and welcome. None when the connection ended instead.
+async fn open(
+    gw: Arc<Gateway>,
+    mut ws: WsStream,
+    identity: Option<(Identity, Since)>,
+    remote: SocketAddr,
+) -> Option<(Box<Session>, tracing::Span)> {
+    let (identity, since) = match identity {
+        Some(identity) => identity,
+        None => match await_auth_frame(&gw, &mut ws).await {
+            Ok(identity) => identity,
+            Err(Refused::Gone) => return None,
+            Err(refused) => {
+                let message = match refused {
+                    Refused::Auth(error) => {
+                        Metrics::auth_failure(error.reason());
+                        tracing::debug!(%remote, reason = error.reason(), "auth frame refused");
+                        error.to_string()
+                    }
+                    Refused::Invalid(message) => {
+                        Metrics::auth_failure("malformed");
+                        message
+                    }
+                    Refused::Gone => String::new(),
+                };
+                let reason = CloseReason::Unauthorized(message);
+                Metrics::connection_closed(reason.label());
+                send_close(&mut ws, &reason).await;
+                return None;
+            }
+        },
+    };
+    let conn = match gw.hub.register(identity.user_id.clone(), remote) {
+        Ok(conn) => conn,
+        Err(_) => {
+            let reason = CloseReason::Policy("too many connections for this user".into());
+            Metrics::connection_closed(reason.label());
+            send_close(&mut ws, &reason).await;
+            return None;
+        }
+    };
+    if gw.shutdown.is_draining() {
+        // Registered after the drain closed everyone: leave with them.
+        conn.close(CloseReason::Draining);
+    }
+    let conn_id = gw.hub.external_id(conn.id);
+    // A debug span: entered on every poll, it costs a few percent of the
+    // fan-out at info level. Lines logged at info and above name conn_id and
+    // user_id themselves.
+    let span = tracing::debug_span!("session", conn_id = %conn_id, user_id = %identity.user_id);
+    let now = Instant::now();
+    let mut session = Box::new(Session {
+        expires: instant_of_unix(identity.expires_at),
+        bucket: TokenBucket::new(gw.config.limits.client_rate, gw.config.limits.client_burst, now),
+        strikes: Strikes::new(gw.config.limits.client_max_violations, STRIKE_WINDOW, now),
+        last_seen: now,
+        next_ping: now + gw.heartbeat(),
+        gw,
+        conn,
+        conn_id,
+        identity,
+        ws,
+    });
+    match session.start(since).instrument(span.clone()).await {
+        Ok(()) => Some((session, span)),
+        Err(reason) => {
+            session.finish(reason).instrument(span).await;
+            None
+        }
+    }
+}
+
+enum Refused {
+    Auth(AuthError),
+    /// An auth frame that cannot be read (e.g. a malformed `since`).
+    Invalid(String),
+    /// The client left; nothing to answer.
+    Gone,
+}
+
+/// Wait for `{"type":"auth","token":...,"since":...}` within `auth_timeout`.
+async fn await_auth_frame(gw: &Gateway, ws: &mut WsStream) -> Result<(Identity, Since), Refused> {
+    let deadline = tokio::time::sleep(Duration::from_secs(gw.config.ws.auth_timeout_s));
+    tokio::pin!(deadline);
+    loop {
+        let message = tokio::select! {
+            _ = &mut deadline => return Err(Refused::Auth(AuthError::Timeout)),
+            message = ws.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                Metrics::client_frame("auth");
+                return match ClientFrame::parse(&text) {
+                    Ok(ClientFrame {
+                        command: Command::Auth { token, since },
+                        ..
+                    }) => gw.verifier.verify(&token).map(|id| (id, since)).map_err(Refused::Auth),
+                    Err(error) if error.message.contains("since") => Err(Refused::Invalid(error.message)),
+                    _ => Err(Refused::Auth(AuthError::Missing)),
+                };
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Binary(_) | Message::Frame(_))) => return Err(Refused::Auth(AuthError::Malformed)),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(Refused::Gone),
+        }
+    }
+}
+
+impl Session {
+    /// Join the token's rooms, resuming each from `since` where given, then
+    /// welcome: the rooms are live first. The missed events are queued
+    /// behind the welcome. (Positions of rooms outside the token's are
+    /// ignored: those are resumed with `subscribe`.)
+    pub(super) async fn start(&mut self, since: Since) -> Result<(), CloseReason> {
+        let max_rooms = self.gw.config.limits.max_rooms_per_connection;
+        let rooms: Vec<_> = self.identity.own_rooms().into_iter().take(max_rooms).collect();
+        let mut durable = Vec::new();
+        for room in &rooms {
+            let joined = match self.gw.join(&self.conn, room, since.get(room), |_| None).await {
+                Err(JoinError::Ahead(position)) => {
+                    self.reply_error(
+                        None,
+                        ErrorCode::BadRequest,
+                        &format!(
+                            "'since' for {room} is ahead of the room (its offset is {}): not resumed",
+                            position.offset
+                        ),
+                    );
+                    self.gw.join(&self.conn, room, None, |_| None).await.map(|joined| {
+                        joined.map(|j| Joined {
+                            recovered: Some(false),
+                            ..j
+                        })
+                    })
+                }
+                other => other,
+            };
+            match joined {
+                Ok(Some(joined)) => durable.push((room.clone(), joined)),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "cannot join a token room");
+                    return Err(CloseReason::Internal("broker unavailable: retry later".into()));
+                }
+            }
+        }
+        let welcome = encode_welcome(&WelcomeInfo {
+            conn_id: &self.conn_id,
+            user_id: &self.identity.user_id,
+            rooms: &rooms,
+            expires_at: self.identity.expires_at,
+            heartbeat_s: self.gw.config.ws.heartbeat_s,
+            durable: &durable,
+        });
+        self.write_now(Message::Text(welcome)).await?;
+        tracing::debug!(rooms = rooms.len(), "connected");
+        Ok(())
+    }
+}
