@@ -2,6 +2,8 @@
 //! `wsgate` binary, real WebSocket clients, tokens, and wait-for-condition.
 #![allow(dead_code)]
 
+pub mod durable;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
