@@ -217,6 +217,7 @@ SECTION_STRUCT = {
     "ws": "WsConfig",
     "limits": "LimitsConfig",
     "shutdown": "ShutdownConfig",
+    "history": "HistoryConfig",
     "permissions": "PermissionsConfig",
 }
 # Keys of `config:` that the chart passes by environment, not in the file.
