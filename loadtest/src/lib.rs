@@ -18,9 +18,11 @@
 //! | [`workers`] | worker processes: the JSON-lines protocol, both ends |
 //! | [`client`] | sockets: dial, one session, one process's fleet, live counters |
 //! | [`publish`] | the paced publisher: pipelined Redis `PUBLISH`, or the HTTP API |
-//! | [`wire`] | the frames: parse what targets send; the marker in event data |
-//! | [`stats`] | loss/duplicate/misrouted accounting, latency histograms, merges |
+//! | [`wire`] | the frames: parse what targets send (offsets, welcome positions); the marker in event data; the auth frame |
+//! | [`stats`] | loss/duplicate/misrouted accounting, per-room offsets, latency histograms, merges |
 //! | [`procstat`] | server CPU and RSS from /proc |
+//! | [`rss`] | the servers' RSS over time, and its growth |
+//! | [`scrape`] | the nodes' recovery counters from `/metrics` |
 //! | [`report`] | the report: JSON line, human summary, markdown |
 //! | [`progress`] | the status line on stderr |
 //! | [`target`] | target URLs, per-protocol paths, the loopback rule |
@@ -38,7 +40,9 @@ pub mod procstat;
 pub mod progress;
 pub mod publish;
 pub mod report;
+pub mod rss;
 pub mod run;
+pub mod scrape;
 pub mod stats;
 pub mod target;
 pub mod token;

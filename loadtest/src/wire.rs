@@ -1,6 +1,8 @@
 //! Reading the frames the targets send, per protocol, into what the load
 //! tester needs: is it an event, which room does the server say it is for,
-//! and the marker the publisher put in its data (`seq`, `ts`, `room`).
+//! the marker the publisher put in its data (`seq`, `ts`, `room`), and, in
+//! a durable room, the event's position (`offset`, `epoch`). Also the
+//! welcome's positions and recoveries, and the auth frame that resumes.
 //!
 //! wsgate and the raw peer send `{"type":"event","room":..,"event":..,"data":..}`;
 //! Socket.IO sends `42["<event>",<data>]`, with no room, which is why the
@@ -13,9 +15,10 @@
 //! other frame goes through serde_json. Both give the same answer (tested).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Protocol;
 
@@ -29,13 +32,21 @@ pub struct Marker<'a> {
     pub room: Cow<'a, str>,
 }
 
+/// Where a durable event stands in its room (PROTOCOL.md §10).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stamp<'a> {
+    pub offset: u64,
+    pub epoch: Cow<'a, str>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound<'a> {
     /// An event; `frame_room` when the protocol names the room; `marker`
-    /// when the data is the load tester's.
+    /// when the data is the load tester's; `stamp` when the room is durable.
     Event {
         frame_room: Option<Cow<'a, str>>,
         marker: Option<Marker<'a>>,
+        stamp: Option<Stamp<'a>>,
     },
     /// Engine.IO ping (`2`): must be answered with `3`.
     EnginePing,
@@ -71,6 +82,10 @@ struct WsgateFrame<'a> {
     room: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     data: Option<MarkerData<'a>>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(borrow, default)]
+    epoch: Option<Cow<'a, str>>,
 }
 
 /// Only the type, for frames whose data is not a marker object.
@@ -80,6 +95,18 @@ struct KindOnly<'a> {
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
     room: Option<Cow<'a, str>>,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(borrow, default)]
+    epoch: Option<Cow<'a, str>>,
+}
+
+/// Both halves of a position, or none.
+fn stamp(offset: Option<u64>, epoch: Option<Cow<'_, str>>) -> Option<Stamp<'_>> {
+    Some(Stamp {
+        offset: offset?,
+        epoch: epoch?,
+    })
 }
 
 pub fn parse(protocol: Protocol, text: &str) -> Inbound<'_> {
@@ -100,6 +127,7 @@ fn parse_wsgate(text: &str) -> Inbound<'_> {
         return Inbound::Event {
             frame_room: frame.room,
             marker: frame.data.and_then(MarkerData::into_marker),
+            stamp: stamp(frame.offset, frame.epoch),
         };
     }
     // An event whose data is not an object (someone else's), or not JSON.
@@ -107,6 +135,7 @@ fn parse_wsgate(text: &str) -> Inbound<'_> {
         Ok(frame) if frame.kind == "event" => Inbound::Event {
             frame_room: frame.room,
             marker: None,
+            stamp: stamp(frame.offset, frame.epoch),
         },
         _ => Inbound::Other,
     }
@@ -128,12 +157,14 @@ fn parse_socketio(text: &str) -> Inbound<'_> {
         return Inbound::Event {
             frame_room: None,
             marker: data.into_marker(),
+            stamp: None,
         };
     }
     match serde_json::from_str::<(IgnoredAny, IgnoredAny)>(args) {
         Ok(_) => Inbound::Event {
             frame_room: None,
             marker: None,
+            stamp: None,
         },
         Err(_) => Inbound::Other,
     }
@@ -144,19 +175,35 @@ fn parse_socketio(text: &str) -> Inbound<'_> {
 mod fast {
     use std::borrow::Cow;
 
-    use super::{Inbound, Marker};
+    use super::{Inbound, Marker, Stamp};
 
-    /// `{"type":"event","room":"<room>",...,"data":{"seq":N,"ts":T,"room":"<room>"...`
+    /// `{"type":"event","room":"<room>","event":..,"data":{"seq":N,"ts":T,"room":"<room>"[,"pad":".."]}`
+    /// then `}` or, in a durable room, `,"offset":N,"epoch":"<epoch>"}`.
     pub fn wsgate(text: &str) -> Option<Inbound<'_>> {
         let rest = text.strip_prefix(r#"{"type":"event","room":""#)?;
         let (frame_room, rest) = plain_string(rest)?;
         // Quotes inside JSON strings are escaped, so this finds the
         // top-level member; `event` (a string) is all that comes before it.
         let at = rest.find(r#","data":{"#)?;
-        let marker = marker(&rest[at + r#","data":{"#.len()..])?;
+        let (marker, rest) = marker(&rest[at + r#","data":{"#.len()..])?;
+        let rest = end_of_data(rest)?;
+        let stamp = if rest == "}" {
+            None
+        } else {
+            let (offset, rest) = number(rest.strip_prefix(r#","offset":"#)?)?;
+            let (epoch, rest) = plain_string(rest.strip_prefix(r#","epoch":""#)?)?;
+            if rest != "}" {
+                return None;
+            }
+            Some(Stamp {
+                offset,
+                epoch: Cow::Borrowed(epoch),
+            })
+        };
         Some(Inbound::Event {
             frame_room: Some(Cow::Borrowed(frame_room)),
             marker: Some(marker),
+            stamp,
         })
     }
 
@@ -164,26 +211,38 @@ mod fast {
     pub fn socketio(args: &str) -> Option<Inbound<'_>> {
         let rest = args.strip_prefix(r#"[""#)?;
         let (_event, rest) = plain_string(rest)?;
-        let marker = marker(rest.strip_prefix(",{")?)?;
+        let (marker, _) = marker(rest.strip_prefix(",{")?)?;
         Some(Inbound::Event {
             frame_room: None,
             marker: Some(marker),
+            stamp: None,
         })
     }
 
-    /// `"seq":N,"ts":T,"room":"<room>"` followed by `,` or `}`.
-    fn marker(text: &str) -> Option<Marker<'_>> {
+    /// `"seq":N,"ts":T,"room":"<room>"` followed by `,` or `}`; and what follows.
+    fn marker(text: &str) -> Option<(Marker<'_>, &str)> {
         let (seq, rest) = number(text.strip_prefix(r#""seq":"#)?)?;
         let (ts, rest) = number(rest.strip_prefix(r#","ts":"#)?)?;
         let (room, rest) = plain_string(rest.strip_prefix(r#","room":""#)?)?;
         if !(rest.starts_with(',') || rest.starts_with('}')) {
             return None;
         }
-        Some(Marker {
+        let marker = Marker {
             seq,
             ts,
             room: Cow::Borrowed(room),
-        })
+        };
+        Some((marker, rest))
+    }
+
+    /// After the marker: the publisher's padding, if any, and the data's
+    /// closing brace; what follows it.
+    fn end_of_data(rest: &str) -> Option<&str> {
+        let rest = match rest.strip_prefix(r#","pad":""#) {
+            Some(pad) => plain_string(pad)?.1,
+            None => rest,
+        };
+        rest.strip_prefix('}')
     }
 
     /// The rest of a string whose opening quote was consumed, if it has no
@@ -213,6 +272,58 @@ mod fast {
 /// Whether a wsgate/raw frame is the welcome.
 pub fn is_welcome(text: &str) -> bool {
     serde_json::from_str::<KindOnly<'_>>(text).is_ok_and(|f| f.kind == "welcome")
+}
+
+/// A position as the server gives it and the client gives it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// What the load tester reads in a welcome: the durable rooms' positions,
+/// and for each room it asked to resume, whether it was recovered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Welcome {
+    #[serde(default)]
+    pub positions: BTreeMap<String, Position>,
+    #[serde(default)]
+    pub recovered: BTreeMap<String, bool>,
+}
+
+/// The welcome's positions and recoveries; `None` when `text` is not a
+/// welcome or its positions are not in the protocol's shape.
+pub fn welcome(text: &str) -> Option<Welcome> {
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(flatten)]
+        welcome: Welcome,
+    }
+    serde_json::from_str::<Frame<'_>>(text)
+        .ok()
+        .filter(|f| f.kind == "welcome")
+        .map(|f| f.welcome)
+}
+
+/// The auth frame: `{"type":"auth","token":..}`, with `"since"` when there
+/// are positions to resume from.
+pub fn auth_frame(token: &str, since: &BTreeMap<String, Position>) -> String {
+    #[derive(Serialize)]
+    struct Auth<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        token: &'a str,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        since: &'a BTreeMap<String, Position>,
+    }
+    serde_json::to_string(&Auth {
+        kind: "auth",
+        token,
+        since,
+    })
+    .unwrap_or_default()
 }
 
 /// The `data` of an event the publisher sends: the marker plus `pad_bytes`
@@ -256,6 +367,7 @@ mod tests {
             Inbound::Event {
                 frame_room: Some(Cow::Borrowed("org:lt")),
                 marker: marker(7, 1_700_000_000_000_000_000, "org:lt"),
+                stamp: None,
             }
         );
     }
@@ -271,7 +383,8 @@ mod tests {
             ),
             Inbound::Event {
                 frame_room: Some(Cow::Borrowed("user:1")),
-                marker: None
+                marker: None,
+                stamp: None,
             }
         );
         assert_eq!(
@@ -281,7 +394,8 @@ mod tests {
             ),
             Inbound::Event {
                 frame_room: Some(Cow::Borrowed("user:1")),
-                marker: None
+                marker: None,
+                stamp: None,
             }
         );
         assert!(is_welcome(r#"{"type":"welcome","conn_id":"a","rooms":[]}"#));
@@ -297,6 +411,7 @@ mod tests {
             Inbound::Event {
                 frame_room: None,
                 marker: marker(3, 99, "user:lt5"),
+                stamp: None,
             }
         );
         assert_eq!(parse(Protocol::Socketio, "2"), Inbound::EnginePing);
@@ -306,7 +421,8 @@ mod tests {
             parse(Protocol::Socketio, r#"42["other","hello"]"#),
             Inbound::Event {
                 frame_room: None,
-                marker: None
+                marker: None,
+                stamp: None,
             }
         );
         assert_eq!(parse(Protocol::Socketio, "42[broken"), Inbound::Other);
@@ -321,6 +437,15 @@ mod tests {
             format!(r#"{{"type":"event","room":"user:lt3","event":"lt","data":{data},"id":"1-0"}}"#),
             format!(r#"{{"type":"event","room":"org:lt","event":"a,"data":{{","data":{data}}}"#),
             r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1,"ts":2,"room":"org:lt"}}"#.into(),
+            format!(r#"{{"type":"event","room":"org:lt","event":"lt","data":{data},"offset":17,"epoch":"e1"}}"#),
+            format!(r#"{{"type":"event","room":"org:lt","event":"lt","data":{data},"id":"1-0","offset":17,"epoch":"e1"}}"#),
+            r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1,"ts":2,"room":"org:lt"},"offset":3,"epoch":"a\"b"}"#
+                .into(),
+            r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1,"ts":2,"room":"org:lt"},"offset":-3,"epoch":"e"}"#
+                .into(),
+            r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1,"ts":2,"room":"org:lt"},"offset":3}"#.into(),
+            r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1,"ts":2,"room":"org:lt","x":{"offset":1}},"offset":3,"epoch":"e"}"#
+                .into(),
             r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1.5,"ts":2,"room":"org:lt"}}"#.into(),
             r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":01,"ts":2,"room":"org:lt"}}"#.into(),
             r#"{"type":"event","room":"org:lt","event":"lt","data":{"seq":1,"ts":2,"room":"org:lt"}}"#.into(),
@@ -340,7 +465,11 @@ mod tests {
             fast::wsgate(&frames[0]).is_some(),
             "the usual frame takes the fast path"
         );
-        assert!(fast::wsgate(&frames[4]).is_none(), "a fraction is left to serde");
+        assert!(
+            fast::wsgate(&frames[4]).is_some(),
+            "a durable event takes the fast path"
+        );
+        assert!(fast::wsgate(&frames[10]).is_none(), "a fraction is left to serde");
         let packets = [
             format!(r#"["lt",{data}]"#),
             r#"["l"t",{"seq":1,"ts":2,"room":"org:lt"}]"#.into(),
@@ -350,6 +479,7 @@ mod tests {
                 Ok((_, data)) => Inbound::Event {
                     frame_room: None,
                     marker: data.into_marker(),
+                    stamp: None,
                 },
                 Err(_) => Inbound::Other,
             };
@@ -366,16 +496,116 @@ mod tests {
             Ok(frame) if frame.kind == "event" => Inbound::Event {
                 frame_room: frame.room,
                 marker: frame.data.and_then(MarkerData::into_marker),
+                stamp: stamp(frame.offset, frame.epoch),
             },
             Ok(_) => Inbound::Other,
             Err(_) => match serde_json::from_str::<KindOnly<'_>>(text) {
                 Ok(frame) if frame.kind == "event" => Inbound::Event {
                     frame_room: frame.room,
                     marker: None,
+                    stamp: stamp(frame.offset, frame.epoch),
                 },
                 _ => Inbound::Other,
             },
         }
+    }
+
+    #[test]
+    fn durable_events_carry_their_offset_and_epoch() {
+        let data = event_data(4, 5, "org:lt", 2);
+        let frame = format!(
+            r#"{{"type":"event","room":"org:lt","event":"lt","data":{data},"offset":17,"epoch":"1764431000123456"}}"#
+        );
+        assert_eq!(
+            parse(Protocol::Wsgate, &frame),
+            Inbound::Event {
+                frame_room: Some(Cow::Borrowed("org:lt")),
+                marker: marker(4, 5, "org:lt"),
+                stamp: Some(Stamp {
+                    offset: 17,
+                    epoch: Cow::Borrowed("1764431000123456")
+                }),
+            }
+        );
+        // Someone else's event in a durable room still has its place.
+        assert_eq!(
+            parse(
+                Protocol::Wsgate,
+                r#"{"type":"event","room":"org:lt","event":"x","data":null,"offset":9,"epoch":"e"}"#
+            ),
+            Inbound::Event {
+                frame_room: Some(Cow::Borrowed("org:lt")),
+                marker: None,
+                stamp: Some(Stamp {
+                    offset: 9,
+                    epoch: Cow::Borrowed("e")
+                }),
+            }
+        );
+        // Half a position is none.
+        let half = r#"{"type":"event","room":"org:lt","event":"x","data":{"id":1},"offset":9}"#;
+        assert!(matches!(
+            parse(Protocol::Wsgate, half),
+            Inbound::Event { stamp: None, .. }
+        ));
+    }
+
+    #[test]
+    fn welcomes_give_positions_and_recoveries() {
+        let text = r#"{"type":"welcome","conn_id":"n1-2a","user_id":"lt3","rooms":["user:lt3","org:lt","role:viewer"],
+            "expires_at":1764432000,"heartbeat_s":25,
+            "positions":{"user:lt3":{"offset":0,"epoch":"e1"},"org:lt":{"offset":17,"epoch":"e2"}},
+            "recovered":{"org:lt":true,"user:lt3":false}}"#;
+        let w = welcome(text).expect("a welcome");
+        assert_eq!(
+            w.positions.get("org:lt"),
+            Some(&Position {
+                offset: 17,
+                epoch: "e2".into()
+            })
+        );
+        assert_eq!(w.positions.get("user:lt3").map(|p| p.offset), Some(0));
+        assert_eq!(w.recovered.get("org:lt"), Some(&true));
+        assert_eq!(w.recovered.get("user:lt3"), Some(&false));
+        let plain = welcome(r#"{"type":"welcome","conn_id":"a","rooms":[]}"#).expect("a welcome");
+        assert_eq!(plain, Welcome::default());
+        assert_eq!(welcome(r#"{"type":"event","positions":{}}"#), None);
+        assert_eq!(
+            welcome(r#"{"type":"welcome","positions":{"org:lt":{"offset":-1,"epoch":"e"}}}"#),
+            None,
+            "a negative offset is not a position"
+        );
+        assert_eq!(welcome("not json"), None);
+    }
+
+    #[test]
+    fn the_auth_frame_resumes_only_when_it_has_positions() {
+        assert_eq!(
+            auth_frame("t.k.n", &BTreeMap::new()),
+            r#"{"type":"auth","token":"t.k.n"}"#
+        );
+        let since = BTreeMap::from([
+            (
+                "org:lt".to_string(),
+                Position {
+                    offset: 17,
+                    epoch: "e2".into(),
+                },
+            ),
+            (
+                "user:lt3".to_string(),
+                Position {
+                    offset: 0,
+                    epoch: "e1".into(),
+                },
+            ),
+        ]);
+        let frame: serde_json::Value = serde_json::from_str(&auth_frame("tok", &since)).expect("json");
+        assert_eq!(
+            frame,
+            serde_json::json!({"type":"auth","token":"tok","since":{
+                "org:lt":{"offset":17,"epoch":"e2"},"user:lt3":{"offset":0,"epoch":"e1"}}})
+        );
     }
 
     #[test]

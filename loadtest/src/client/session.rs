@@ -93,6 +93,7 @@ pub async fn drive(
             Inbound::Event {
                 frame_room,
                 marker: Some(marker),
+                ..
             } => {
                 let received = clock::now_ns();
                 let counter = match tally.event(frame_room.as_deref(), &marker.room, marker.seq, marker.ts) {
