@@ -90,9 +90,75 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Durable rooms over time: resuming sockets that come and go, durable events (FCALL), every
+    /// offset accounted, the servers' RSS sampled.
+    Soak {
+        /// Sockets, each in the org room and its user's room.
+        #[arg(long, default_value_t = 100)]
+        sockets: u64,
+        /// Durable events per second (FCALL wsgate_publish).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Seconds of events (and of churn).
+        #[arg(long, default_value = "60", value_parser = seconds)]
+        duration: Duration,
+        /// Disconnects (and resumes) per second over all sockets.
+        #[arg(long, default_value_t = 5.0)]
+        churn_rate: f64,
+        #[command(flatten)]
+        durable: DurableArgs,
+        /// Share of the disconnects that drop the TCP connection (reset, no close frame).
+        #[arg(long, default_value_t = 0.5)]
+        abrupt_share: f64,
+        /// A socket stays away up to this many seconds (uniform) before it resumes.
+        #[arg(long, default_value = "1", value_parser = seconds)]
+        away: Duration,
+        /// Seconds between two samples of the --server-pid processes' VmRSS.
+        #[arg(long, default_value = "5", value_parser = seconds)]
+        rss_every: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A reconnect storm: sockets on node A (first --url), durable events; node A is drained
+    /// (SIGTERM) and every socket resumes on node B (second --url).
+    Storm {
+        /// Sockets, all on node A at first.
+        #[arg(long, default_value_t = 1000)]
+        sockets: u64,
+        /// Durable events per second (FCALL wsgate_publish).
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Node A's process: sent SIGTERM after the warm-up.
+        #[arg(long, value_name = "PID")]
+        drain_pid: u32,
+        /// Seconds of events before the SIGTERM.
+        #[arg(long, default_value = "2", value_parser = seconds)]
+        warmup: Duration,
+        /// Seconds after the SIGTERM to wait for every socket to recover.
+        #[arg(long, default_value = "30", value_parser = seconds)]
+        duration: Duration,
+        /// Seconds of events after the last socket recovered.
+        #[arg(long, default_value = "1", value_parser = seconds)]
+        cooldown: Duration,
+        #[command(flatten)]
+        durable: DurableArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// (internal) hold a share of the sockets for a parent process.
     #[command(hide = true)]
     Worker,
+}
+
+/// What the soak and the storm share.
+#[derive(Debug, Args)]
+pub struct DurableArgs {
+    /// Share of the events published to a random user's room (the rest: the org room).
+    #[arg(long, default_value_t = 0.5)]
+    pub user_share: f64,
+    /// Events at most (0: no cap but the rate).
+    #[arg(long, default_value_t = 0)]
+    pub events: u64,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +187,11 @@ pub struct Common {
     /// Redis channel prefix of the targets.
     #[arg(long, default_value = "gw:")]
     pub channel_prefix: String,
+    /// Publish durably on --redis-url: FCALL wsgate_publish 1 <prefix><room> <payload>, answered
+    /// with the event's offset, instead of PUBLISH; every socket's offsets are accounted
+    /// (implied by soak and storm).
+    #[arg(long, requires = "redis_url", conflicts_with = "publish_http")]
+    pub fcall: bool,
     /// Publish through the gateway's HTTP API at this base URL (http://host:port).
     #[arg(long, value_name = "BASE_URL", requires = "api_key")]
     pub publish_http: Option<String>,
@@ -232,8 +303,44 @@ impl Command {
                 config.churn_rate = churn_rate;
                 common
             }
+            Command::Soak {
+                sockets,
+                rate,
+                duration,
+                churn_rate,
+                durable,
+                abrupt_share,
+                away,
+                rss_every,
+                common,
+            } => {
+                config.scenario = ScenarioKind::Soak;
+                (config.sockets, config.rate, config.duration) = (sockets, rate, duration);
+                (config.events, config.user_share) = (durable.events, durable.user_share);
+                config.churn_rate = churn_rate;
+                (config.abrupt_share, config.away, config.rss_every) = (abrupt_share, away, rss_every);
+                common
+            }
+            Command::Storm {
+                sockets,
+                rate,
+                drain_pid,
+                warmup,
+                duration,
+                cooldown,
+                durable,
+                common,
+            } => {
+                config.scenario = ScenarioKind::Storm;
+                (config.sockets, config.rate, config.duration) = (sockets, rate, duration);
+                (config.events, config.user_share) = (durable.events, durable.user_share);
+                config.drain_pid = Some(drain_pid);
+                (config.warmup, config.cooldown) = (warmup, cooldown);
+                common
+            }
             Command::Worker => return None,
         };
+        let durable = common.fcall || config.scenario.resumes();
         config.protocol = common.protocol;
         config.urls = common.urls;
         config.secret = common.secret;
@@ -244,6 +351,10 @@ impl Command {
             (Some(base_url), _) => Some(PublishVia::Http {
                 base_url,
                 api_key: common.api_key.unwrap_or_default(),
+            }),
+            (None, Some(url)) if durable => Some(PublishVia::Fcall {
+                url,
+                channel_prefix: common.channel_prefix,
             }),
             (None, Some(url)) => Some(PublishVia::Redis {
                 url,
@@ -371,6 +482,130 @@ mod tests {
             "k",
         ]);
         assert!(both.is_err());
+    }
+
+    #[test]
+    fn fcall_publishes_durably_and_needs_redis() {
+        let config = parse(&[
+            "wsgate-loadtest",
+            "targeted",
+            "--url",
+            "ws://127.0.0.1:8080",
+            "--secret",
+            "s",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--fcall",
+        ]);
+        assert!(
+            matches!(config.publish, Some(PublishVia::Fcall { ref channel_prefix, .. }) if channel_prefix == "gw:")
+        );
+        assert_eq!(config.validate(), Ok(()));
+        let without_redis = Cli::try_parse_from([
+            "wsgate-loadtest",
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:1",
+            "--secret",
+            "s",
+            "--publish-http",
+            "http://127.0.0.1:1",
+            "--api-key",
+            "k",
+            "--fcall",
+        ]);
+        assert!(without_redis.is_err());
+    }
+
+    #[test]
+    fn soak_options_reach_the_config() {
+        let config = parse(&[
+            "wsgate-loadtest",
+            "soak",
+            "--url",
+            "ws://127.0.0.1:8080",
+            "--url",
+            "ws://127.0.0.1:8081",
+            "--secret",
+            "s",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--sockets",
+            "50",
+            "--rate",
+            "20",
+            "--duration",
+            "60",
+            "--churn-rate",
+            "10",
+            "--user-share",
+            "0.3",
+            "--abrupt-share",
+            "0.25",
+            "--away",
+            "0.5",
+            "--rss-every",
+            "2",
+            "--server-pid",
+            "7",
+        ]);
+        assert_eq!(config.scenario, ScenarioKind::Soak);
+        assert!(
+            matches!(config.publish, Some(PublishVia::Fcall { .. })),
+            "soak implies FCALL"
+        );
+        assert_eq!((config.sockets, config.rate, config.churn_rate), (50, 20.0, 10.0));
+        assert_eq!((config.user_share, config.abrupt_share), (0.3, 0.25));
+        assert_eq!(
+            (config.away, config.rss_every),
+            (Duration::from_millis(500), Duration::from_secs(2))
+        );
+        assert_eq!(config.planned_events(), 1200);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn storm_options_reach_the_config_and_need_a_drain_pid() {
+        let config = parse(&[
+            "wsgate-loadtest",
+            "storm",
+            "--url",
+            "ws://127.0.0.1:8080",
+            "--url",
+            "ws://127.0.0.1:8081",
+            "--secret",
+            "s",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--sockets",
+            "200",
+            "--drain-pid",
+            "4242",
+            "--server-pid",
+            "4343",
+            "--warmup",
+            "1.5",
+        ]);
+        assert_eq!(config.scenario, ScenarioKind::Storm);
+        assert_eq!(config.drain_pid, Some(4242));
+        assert_eq!(config.server_pids, vec![4343]);
+        assert_eq!(config.warmup, Duration::from_millis(1500));
+        assert_eq!(config.duration, Duration::from_secs(30));
+        assert!(matches!(config.publish, Some(PublishVia::Fcall { .. })));
+        assert_eq!(config.validate(), Ok(()));
+        let no_pid = Cli::try_parse_from([
+            "wsgate-loadtest",
+            "storm",
+            "--url",
+            "ws://127.0.0.1:1",
+            "--url",
+            "ws://127.0.0.1:2",
+            "--secret",
+            "s",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ]);
+        assert!(no_pid.is_err());
     }
 
     #[test]

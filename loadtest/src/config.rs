@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The four load shapes of issue 4.
+/// The load shapes: the four of issue 4, and two of durable rooms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ScenarioKind {
@@ -22,6 +22,15 @@ pub enum ScenarioKind {
     /// `sockets` held on average; sockets close and reconnect at `churn_rate`
     /// per second for `duration` while events flow to the org room at `rate`.
     Churn,
+    /// Durable rooms over time: `sockets` resuming sockets that disconnect
+    /// (cleanly or not) at `churn_rate` per second, durable events at
+    /// `rate` to the org room and the users' rooms for `duration`; every
+    /// offset accounted, the servers' RSS sampled.
+    Soak,
+    /// A reconnect storm: `sockets` on the first node, durable events at
+    /// `rate`; the node is drained (SIGTERM to `drain_pid`) and every socket
+    /// resumes on the second node.
+    Storm,
 }
 
 impl ScenarioKind {
@@ -31,12 +40,25 @@ impl ScenarioKind {
             ScenarioKind::Fanout => "fanout",
             ScenarioKind::Targeted => "targeted",
             ScenarioKind::Churn => "churn",
+            ScenarioKind::Soak => "soak",
+            ScenarioKind::Storm => "storm",
         }
     }
 
     /// Whether the scenario publishes events.
     pub fn publishes(self) -> bool {
         self != ScenarioKind::Idle
+    }
+
+    /// Whether its sockets resume from their positions when they reconnect
+    /// (and keep one offset ledger across their sessions).
+    pub fn resumes(self) -> bool {
+        matches!(self, ScenarioKind::Soak | ScenarioKind::Storm)
+    }
+
+    /// Whether sockets reconnect after a session ends.
+    pub fn reconnects(self) -> bool {
+        matches!(self, ScenarioKind::Churn | ScenarioKind::Soak | ScenarioKind::Storm)
     }
 }
 
@@ -71,6 +93,16 @@ pub enum PublishVia {
     Redis { url: String, channel_prefix: String },
     /// `POST <base>/api/v1/publish` with `Authorization: Bearer <api_key>`.
     Http { base_url: String, api_key: String },
+    /// `FCALL wsgate_publish 1 <prefix><room> {"event":..,"data":..}`: a
+    /// durable publish, answered with the event's offset; pipelined.
+    Fcall { url: String, channel_prefix: String },
+}
+
+impl PublishVia {
+    /// Durable publishing: every event's offset is known.
+    pub fn is_durable(&self) -> bool {
+        matches!(self, PublishVia::Fcall { .. })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,6 +159,22 @@ pub struct RunConfig {
     pub progress: Option<Duration>,
     /// Seeds the choice of the targeted scenario's rooms.
     pub seed: u64,
+    /// Soak, storm: the share of events published to a random user's room
+    /// (the others go to the org room).
+    pub user_share: f64,
+    /// Soak: the share of disconnects that drop the TCP connection (RST)
+    /// instead of closing the WebSocket.
+    pub abrupt_share: f64,
+    /// Soak: a socket that disconnected stays away up to this long (uniform).
+    pub away: Duration,
+    /// Soak: how often the servers' VmRSS is sampled.
+    pub rss_every: Duration,
+    /// Storm: the first node's process, sent SIGTERM to drain it.
+    pub drain_pid: Option<u32>,
+    /// Storm: how long events flow before the SIGTERM.
+    pub warmup: Duration,
+    /// Storm: how long events flow after the last socket recovered.
+    pub cooldown: Duration,
 }
 
 impl Default for RunConfig {
@@ -161,6 +209,13 @@ impl Default for RunConfig {
             allow_remote: false,
             progress: None,
             seed: 1,
+            user_share: 0.5,
+            abrupt_share: 0.5,
+            away: Duration::from_secs(1),
+            rss_every: Duration::from_secs(5),
+            drain_pid: None,
+            warmup: Duration::from_secs(2),
+            cooldown: Duration::from_secs(1),
         }
     }
 }
@@ -205,12 +260,47 @@ impl RunConfig {
             if !(self.rate.is_finite() && self.rate > 0.0) {
                 return Err("the event rate must be a positive number".into());
             }
-            if self.scenario != ScenarioKind::Churn && self.events == 0 {
+            if matches!(self.scenario, ScenarioKind::Fanout | ScenarioKind::Targeted) && self.events == 0 {
                 return Err("the number of events must be at least 1".into());
             }
         }
-        if self.scenario == ScenarioKind::Churn && !(self.churn_rate.is_finite() && self.churn_rate > 0.0) {
+        if matches!(self.scenario, ScenarioKind::Churn | ScenarioKind::Soak)
+            && !(self.churn_rate.is_finite() && self.churn_rate > 0.0)
+        {
             return Err("the churn rate must be a positive number".into());
+        }
+        if self.scenario.resumes() {
+            if self.protocol != Protocol::Wsgate {
+                return Err(format!(
+                    "the {} scenario resumes wsgate sockets: --protocol wsgate",
+                    self.scenario.as_str()
+                ));
+            }
+            if !self.publish.as_ref().is_some_and(PublishVia::is_durable) {
+                return Err(format!(
+                    "the {} scenario publishes durably: give --redis-url (it publishes with FCALL)",
+                    self.scenario.as_str()
+                ));
+            }
+            for (what, share) in [("user share", self.user_share), ("abrupt share", self.abrupt_share)] {
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(format!("the {what} must be between 0 and 1"));
+                }
+            }
+        }
+        if self.scenario == ScenarioKind::Soak && self.rss_every.is_zero() {
+            return Err("the RSS sampling interval must be positive".into());
+        }
+        if self.scenario == ScenarioKind::Storm {
+            if self.urls.len() < 2 {
+                return Err("the storm needs two nodes: --url <node A> --url <node B>".into());
+            }
+            if self.drain_pid.is_none() {
+                return Err("the storm drains node A: give --drain-pid <its pid>".into());
+            }
+        }
+        if self.protocol != Protocol::Wsgate && self.publish.as_ref().is_some_and(PublishVia::is_durable) {
+            return Err("FCALL wsgate_publish is wsgate's: durable publishing needs --protocol wsgate".into());
         }
         for (what, name) in [
             ("org", &self.org),
@@ -240,8 +330,13 @@ impl RunConfig {
         match self.scenario {
             ScenarioKind::Idle => 0,
             ScenarioKind::Fanout | ScenarioKind::Targeted => self.events,
-            ScenarioKind::Churn => {
-                let by_rate = (self.rate * self.duration.as_secs_f64()).ceil() as u64;
+            ScenarioKind::Churn | ScenarioKind::Soak | ScenarioKind::Storm => {
+                let span = match self.scenario {
+                    // Open-ended: a cap; the storm stops its publisher itself.
+                    ScenarioKind::Storm => self.warmup + self.duration + self.cooldown,
+                    _ => self.duration,
+                };
+                let by_rate = (self.rate * span.as_secs_f64()).ceil() as u64;
                 if self.events == 0 {
                     by_rate
                 } else {
@@ -264,8 +359,8 @@ impl RunConfig {
         format!("user:{}{index}", self.user_prefix)
     }
 
-    /// Churn: the mean life of a socket that makes `churn_rate` reconnects a
-    /// second over `sockets` sockets.
+    /// Churn, soak: the mean life of a socket that makes `churn_rate`
+    /// reconnects a second over `sockets` sockets.
     pub fn mean_lifetime(&self) -> Duration {
         Duration::from_secs_f64((self.sockets as f64 / self.churn_rate.max(1e-3)).clamp(0.05, 86_400.0))
     }
@@ -325,6 +420,60 @@ mod tests {
         assert!(config.validate().is_err());
         config.roles = vec!["support".into()];
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    fn durable(scenario: ScenarioKind) -> RunConfig {
+        RunConfig {
+            scenario,
+            urls: vec!["ws://127.0.0.1:1".into(), "ws://127.0.0.1:2".into()],
+            publish: Some(PublishVia::Fcall {
+                url: "redis://127.0.0.1:6379".into(),
+                channel_prefix: "gw:".into(),
+            }),
+            drain_pid: Some(42),
+            ..fanout()
+        }
+    }
+
+    #[test]
+    fn soak_and_storm_need_durable_publishing_and_the_storm_two_nodes_and_a_pid() {
+        assert_eq!(durable(ScenarioKind::Soak).validate(), Ok(()));
+        assert_eq!(durable(ScenarioKind::Storm).validate(), Ok(()));
+        for scenario in [ScenarioKind::Soak, ScenarioKind::Storm] {
+            let mut plain = durable(scenario);
+            plain.publish = fanout().publish;
+            assert!(plain.validate().is_err(), "{scenario:?} with PUBLISH");
+            let mut socketio = durable(scenario);
+            socketio.protocol = Protocol::Socketio;
+            assert!(socketio.validate().is_err());
+            let mut share = durable(scenario);
+            share.user_share = 1.5;
+            assert!(share.validate().is_err());
+        }
+        let mut one_node = durable(ScenarioKind::Storm);
+        one_node.urls.truncate(1);
+        assert!(one_node.validate().is_err());
+        let mut no_pid = durable(ScenarioKind::Storm);
+        no_pid.drain_pid = None;
+        assert!(no_pid.validate().is_err());
+        let mut one_node_soak = durable(ScenarioKind::Soak);
+        one_node_soak.urls.truncate(1);
+        assert_eq!(one_node_soak.validate(), Ok(()));
+        let mut fcall_fanout = durable(ScenarioKind::Fanout);
+        assert_eq!(fcall_fanout.validate(), Ok(()));
+        fcall_fanout.protocol = Protocol::Raw;
+        assert!(fcall_fanout.validate().is_err(), "the peers have no wsgate functions");
+    }
+
+    #[test]
+    fn the_storm_plans_events_for_its_whole_span() {
+        let mut config = durable(ScenarioKind::Storm);
+        config.rate = 10.0;
+        config.events = 0;
+        config.warmup = Duration::from_secs(2);
+        config.duration = Duration::from_secs(30);
+        config.cooldown = Duration::from_secs(1);
+        assert_eq!(config.planned_events(), 330);
     }
 
     #[test]

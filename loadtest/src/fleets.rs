@@ -3,11 +3,13 @@
 //! stop with the publish log, and the merged outcome.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::client::counters::Progress;
 use crate::client::fleet::{Fleet, FleetShared};
 use crate::config::RunConfig;
 use crate::stats::delivery::Published;
+use crate::stats::offsets::RoomEnds;
 use crate::stats::outcome::FleetOutcome;
 use crate::workers::{self, Job, Worker, WorkerState};
 
@@ -75,17 +77,18 @@ impl Fleets {
         }
     }
 
-    /// Stop every socket and merge the outcomes.
-    pub async fn finish(self, log: &[Published]) -> Result<FleetOutcome, String> {
+    /// Stop every socket and merge the outcomes; resuming sockets get up to
+    /// `catch_up` to reach the rooms' `ends` first.
+    pub async fn finish(self, log: &[Published], ends: &RoomEnds, catch_up: Duration) -> Result<FleetOutcome, String> {
         match self {
-            Fleets::Local(fleet) => Ok(fleet.finish(log).await),
+            Fleets::Local(fleet) => Ok(fleet.finish(log, ends, catch_up).await),
             Fleets::Workers(mut workers) => {
                 for worker in &mut workers {
-                    worker.stop(log).await?;
+                    worker.stop(log, ends, catch_up).await?;
                 }
                 let mut total = FleetOutcome::default();
                 for worker in workers {
-                    total.merge(&worker.outcome().await?);
+                    total.merge(&worker.outcome(catch_up).await?);
                 }
                 Ok(total)
             }

@@ -1,11 +1,12 @@
 //! # wsgate-loadtest — the load generator
 //!
 //! Opens many authenticated WebSocket sockets to wsgate (or to a peer: the
-//! bare broadcaster, Socket.IO), publishes events through Redis or the HTTP
-//! API, and measures what arrives: loss, duplicates, misrouted events,
-//! latency percentiles, deliveries per second, and the servers' CPU and
-//! memory. The binary is a thin CLI over [`run`]; the root crate's
-//! integration tests call [`run`] in-process.
+//! bare broadcaster, Socket.IO), publishes events through Redis (plain or
+//! durable) or the HTTP API, and measures what arrives: loss, duplicates,
+//! misrouted events, latency percentiles, deliveries per second, and the
+//! servers' CPU and memory; in durable rooms, every socket's offsets across
+//! its reconnects and resumes (soak, storm). The binary is a thin CLI over
+//! [`run`]; the root crate's integration tests call [`run`] in-process.
 //!
 //! ## Map
 //!
@@ -14,10 +15,12 @@
 //! | [`cli`] | the command line → [`RunConfig`] |
 //! | [`config`] | what a run is asked to do, and its validation |
 //! | [`run`](mod@run) | the phases of a run: ramp, hold or publish, settle, stop, report |
+//! | [`soak`] | the soak's middle phase: durable events for `--duration`, RSS sampled |
+//! | [`storm`] | the storm's middle phase: SIGTERM to node A, every socket resumes on B, B measured |
 //! | [`fleets`] | all sockets behind one handle: this process's or the workers' |
 //! | [`workers`] | worker processes: the JSON-lines protocol, both ends |
 //! | [`client`] | sockets: dial, one session, one process's fleet, live counters |
-//! | [`publish`] | the paced publisher: pipelined Redis `PUBLISH`, or the HTTP API |
+//! | [`publish`] | the paced publisher: pipelined Redis `PUBLISH` or `FCALL wsgate_publish`, or the HTTP API |
 //! | [`wire`] | the frames: parse what targets send (offsets, welcome positions); the marker in event data; the auth frame |
 //! | [`stats`] | loss/duplicate/misrouted accounting, per-room offsets, latency histograms, merges |
 //! | [`procstat`] | server CPU and RSS from /proc |
@@ -43,7 +46,9 @@ pub mod report;
 pub mod rss;
 pub mod run;
 pub mod scrape;
+pub mod soak;
 pub mod stats;
+pub mod storm;
 pub mod target;
 pub mod token;
 pub mod wire;

@@ -1,5 +1,6 @@
 //! The status line on stderr while a run goes on: phase, sockets open,
-//! events published, deliveries and their rate, and anything wrong so far.
+//! events published, deliveries and their rate, durable frames and resumes,
+//! and anything wrong so far.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -77,6 +78,21 @@ pub fn spawn(every: Duration, source: ProgressSource, status: Arc<Status>) -> Pr
                     p.delivered,
                     rate
                 ));
+            }
+            if p.durable + p.resumes > 0 {
+                line.push_str(&format!("  durable {}", p.durable));
+                if p.resumes > 0 {
+                    line.push_str(&format!(" resumes {} (not recovered {})", p.resumes, p.not_recovered));
+                }
+                if p.recovered_sockets + p.unrecovered_sockets > 0 {
+                    line.push_str(&format!(
+                        " storm recovered {} not {}",
+                        p.recovered_sockets, p.unrecovered_sockets
+                    ));
+                }
+                if p.offset_errors > 0 {
+                    line.push_str(&format!(" offset errors {}", p.offset_errors));
+                }
             }
             if p.duplicates + p.misrouted + p.dropped > 0 {
                 line.push_str(&format!(

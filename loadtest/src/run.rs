@@ -1,7 +1,9 @@
 //! One run, phase by phase: check the config, raise the open-files limit,
 //! sample the servers, open the sockets (here or in workers), hold them
-//! (idle) or publish and let deliveries settle, sample again, stop the
-//! sockets with the publish log, and build the [`Report`].
+//! (idle) or publish and let deliveries settle — or soak ([`crate::soak`])
+//! or storm ([`crate::storm`]) — sample again, stop the sockets with the
+//! publish log (and the durable rooms' last offsets, which resuming
+//! sockets first catch up with), and build the [`Report`].
 //!
 //! Every phase waits against the run's deadline (`timeout`), so a run ends
 //! however the targets behave.
@@ -15,12 +17,16 @@ use crate::fleets::{Fleets, ProgressSource};
 use crate::procstat::Snapshot;
 use crate::progress::{self, Status};
 use crate::publish::{self, PublishOutcome};
-use crate::report::{Connects, Report, ServerCost};
-use crate::target;
+use crate::report::{Connects, DurableReport, Report, ServerCost};
+use crate::rss::RssSeries;
+use crate::scrape;
+use crate::stats::offsets::RoomEnds;
+use crate::storm::StormPhase;
+use crate::{soak, storm, target};
 
 /// Deliveries have settled when none arrived for this long.
 const QUIET: Duration = Duration::from_secs(1);
-const POLL: Duration = Duration::from_millis(20);
+pub(crate) const POLL: Duration = Duration::from_millis(20);
 
 /// Run the scenario `config` describes and report what happened.
 pub async fn run(config: RunConfig) -> Result<Report, String> {
@@ -67,6 +73,22 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
 
     let mut hold_cpu = None;
     let mut publish_phase = None;
+    let mut rss: Option<RssSeries> = None;
+    let mut storm_phase: Option<StormPhase> = None;
+    // What the nodes counted of the resumes: soak, all of them; storm, B.
+    let scrape_urls: Vec<String> = match config.scenario {
+        ScenarioKind::Soak => config.urls.clone(),
+        ScenarioKind::Storm => config.urls.iter().skip(1).take(1).cloned().collect(),
+        _ => Vec::new(),
+    };
+    let client = reqwest::Client::new();
+    let mut recoveries_before = None;
+    if !scrape_urls.is_empty() {
+        match scrape::all_recoveries(&client, &scrape_urls).await {
+            Ok(r) => recoveries_before = Some(r),
+            Err(e) => warnings.push(format!("metrics: {e}")),
+        }
+    }
     match config.scenario {
         ScenarioKind::Idle => {
             status.set_phase("holding");
@@ -77,6 +99,32 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
                 let cpu = b.cpu_us.saturating_sub(a.cpu_us);
                 hold_cpu = Some((cpu, 100.0 * cpu as f64 / 1e6 / held.max(1e-3)));
             }
+        }
+        ScenarioKind::Soak | ScenarioKind::Storm => {
+            let phase = if config.scenario == ScenarioKind::Soak {
+                soak::run(&config, &status, &source, deadline, &mut warnings)
+                    .await
+                    .map(|p| {
+                        rss = p.rss;
+                        p.publish
+                    })
+            } else {
+                storm::run(&config, &status, &source, deadline, &mut warnings)
+                    .await
+                    .map(|mut p| {
+                        let publish = std::mem::replace(&mut p.publish, PublishPhase::empty());
+                        storm_phase = Some(p);
+                        publish
+                    })
+            };
+            match phase {
+                Ok(phase) => publish_phase = Some(phase),
+                Err(e) => {
+                    let _ = fleets.finish(&[], &RoomEnds::new(), Duration::ZERO).await;
+                    return Err(e);
+                }
+            }
+            status.set_phase("catching up");
         }
         _ => {
             status.set_phase("publishing");
@@ -94,7 +142,7 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     // Stop the sockets before giving up.
-                    let _ = fleets.finish(&[]).await;
+                    let _ = fleets.finish(&[], &RoomEnds::new(), Duration::ZERO).await;
                     return Err(e);
                 }
             };
@@ -115,14 +163,26 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
         }
     }
 
-    status.set_phase("closing");
+    if !config.scenario.resumes() {
+        status.set_phase("closing");
+    }
     let log = publish_phase
         .as_ref()
         .map(|p| p.outcome.log.as_slice())
         .unwrap_or_default();
-    let outcome = fleets.finish(log).await?;
+    let no_ends = RoomEnds::new();
+    let ends = publish_phase.as_ref().map_or(&no_ends, |p| &p.outcome.ends);
+    // Resuming sockets catch up with the rooms' last offsets before they
+    // are counted: for at most `settle`.
+    let catch_up = if config.scenario.resumes() {
+        config.settle.min(deadline.saturating_duration_since(Instant::now()))
+    } else {
+        Duration::ZERO
+    };
+    let outcome = fleets.finish(log, ends, catch_up).await?;
     let end = sample(&config, &mut warnings);
     drop(printer);
+    let last_progress = source.read();
 
     let server = before.each.first().map(|_| {
         let connected = connected.clone().unwrap_or_default();
@@ -169,13 +229,57 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
         warnings
             .push("Redis delivered every event to no subscriber: is the target on the same Redis and prefix?".into());
     }
+    let durable_publish = config.publish.as_ref().is_some_and(PublishVia::is_durable);
+    if let Some(p) = &publish_phase
+        && durable_publish
+    {
+        if p.outcome.offset_breaks.unwrap_or(0) > 0 {
+            warnings.push(format!(
+                "{} FCALL replies were not their room's previous offset plus 1: another publisher, or a room reset",
+                p.outcome.offset_breaks.unwrap_or(0)
+            ));
+        }
+        if p.outcome.acknowledged > 0 && outcome.offsets.received == 0 {
+            warnings.push(
+                "no event frame carried an offset: are org and user in the nodes' WSGATE_HISTORY_NAMESPACES?".into(),
+            );
+        }
+    }
+    if config.scenario.resumes() && last_progress.finished < outcome.offsets.sockets {
+        warnings.push(format!(
+            "{} of {} sockets had not caught up with their rooms' last offsets within --settle",
+            outcome.offsets.sockets - last_progress.finished,
+            outcome.offsets.sockets
+        ));
+    }
+    let server_recoveries = match recoveries_before {
+        Some(before) => match scrape::all_recoveries(&client, &scrape_urls).await {
+            Ok(after) => Some(after.since(&before)),
+            Err(e) => {
+                warnings.push(format!("metrics: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let durable = (config.scenario.resumes() || durable_publish).then(|| DurableReport {
+        offsets: outcome.offsets.clone(),
+        catch_up: outcome.catch_up.percentiles(),
+        server_recoveries,
+        rss,
+        storm: storm_phase
+            .map(|phase| storm_report(phase, &outcome.recovered_at_ns, last_progress.unrecovered_sockets)),
+    });
     let publish_clean = publish_phase.as_ref().is_none_or(|p| {
         p.outcome.errors == 0 && p.outcome.first_error.is_none() && p.outcome.sent == p.outcome.planned
     });
     let sessions_clean = outcome.failed == 0
-        && (config.scenario == ScenarioKind::Churn || outcome.delivery.dropped_sessions == 0)
+        && (config.scenario.reconnects() || outcome.delivery.dropped_sessions == 0)
         && outcome.connected > 0;
-    let clean = sessions_clean && publish_clean && outcome.delivery.is_clean();
+    let clean = sessions_clean
+        && publish_clean
+        && outcome.delivery.is_clean()
+        && durable.as_ref().is_none_or(DurableReport::is_clean);
     let deliveries_per_s = publish_phase
         .as_ref()
         .map_or(0.0, |p| p.delivered as f64 / p.span.as_secs_f64().max(1e-3));
@@ -203,24 +307,53 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
         closes: outcome.closes,
         publish: publish_phase.map(|p| p.outcome),
         server,
+        durable,
         clean,
         warnings,
     })
 }
 
-struct PublishPhase {
-    outcome: PublishOutcome,
+pub struct PublishPhase {
+    pub outcome: PublishOutcome,
     /// First deliveries counted while publishing and settling.
-    delivered: u64,
+    pub delivered: u64,
     /// From the first event to the last delivery.
-    span: Duration,
-    cpu_us: Option<u64>,
+    pub span: Duration,
+    pub cpu_us: Option<u64>,
+}
+
+impl PublishPhase {
+    fn empty() -> PublishPhase {
+        PublishPhase {
+            outcome: PublishOutcome::default(),
+            delivered: 0,
+            span: Duration::ZERO,
+            cpu_us: None,
+        }
+    }
+}
+
+/// The storm's numbers, with each socket's recovery time from the SIGTERM.
+fn storm_report(phase: StormPhase, recovered_at_ns: &[u64], unrecovered: u64) -> crate::report::StormReport {
+    let mut report = phase.report;
+    let mut latency = crate::stats::latency::Latency::default();
+    for &at in recovered_at_ns {
+        latency.record(at.saturating_sub(phase.sigterm_ns) / 1_000);
+    }
+    report.recovery = latency.percentiles();
+    report.recovered_sockets = recovered_at_ns.len() as u64;
+    report.unrecovered_sockets = unrecovered;
+    report.all_recovered_s = (report.is_clean())
+        .then(|| recovered_at_ns.iter().max())
+        .flatten()
+        .map(|&last| last.saturating_sub(phase.sigterm_ns) as f64 / 1e9);
+    report
 }
 
 /// The Redis or HTTP target must be local too.
 fn check_publish_target(config: &RunConfig) -> Result<(), String> {
     let url = match &config.publish {
-        Some(PublishVia::Redis { url, .. }) => url,
+        Some(PublishVia::Redis { url, .. } | PublishVia::Fcall { url, .. }) => url,
         Some(PublishVia::Http { base_url, .. }) => base_url,
         None => return Ok(()),
     };
@@ -229,7 +362,7 @@ fn check_publish_target(config: &RunConfig) -> Result<(), String> {
 }
 
 /// A server snapshot; a server that can no longer be read is a warning.
-fn sample(config: &RunConfig, warnings: &mut Vec<String>) -> Option<Snapshot> {
+pub(crate) fn sample(config: &RunConfig, warnings: &mut Vec<String>) -> Option<Snapshot> {
     if config.server_pids.is_empty() {
         return None;
     }

@@ -7,6 +7,7 @@
 //! parent → worker stdin   {"config":{..},"first":0,"count":5000}   the job
 //! worker → parent stdout  {"progress":{..}}                         every 250 ms
 //! parent → worker stdin   {"stop":{"log":[[ts,user],..]}}           publishing is over
+//!                          (+ "ends":{room:offset}, "catch_up_ms")  durable rooms: where they ended
 //! worker → parent stdout  {"outcome":{..}} | {"failed":"why"}       its totals, then exit
 //! ```
 //!
@@ -29,6 +30,7 @@ use crate::client::counters::Progress;
 use crate::client::fleet::Fleet;
 use crate::config::RunConfig;
 use crate::stats::delivery::Published;
+use crate::stats::offsets::RoomEnds;
 use crate::stats::outcome::FleetOutcome;
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -55,7 +57,19 @@ pub enum FromWorker {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToWorker {
-    Stop { log: Vec<Published> },
+    Stop {
+        log: Vec<Published>,
+        /// Each durable room's last offset.
+        #[serde(default, skip_serializing_if = "RoomEnds::is_empty")]
+        ends: RoomEnds,
+        /// How long resuming sockets may take to catch up with `ends`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        catch_up_ms: u64,
+    },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 // ------------------------------------------------------------ worker side
@@ -92,17 +106,17 @@ pub async fn serve() -> Result<(), String> {
     };
     // The stop line, or the end of stdin, or the run's own timeout.
     let wait = job.config.timeout + Duration::from_secs(5);
-    let log = match tokio::time::timeout(wait, stdin.next_line()).await {
+    let (log, ends, catch_up_ms) = match tokio::time::timeout(wait, stdin.next_line()).await {
         Ok(Ok(Some(line))) => match serde_json::from_str::<ToWorker>(&line) {
-            Ok(ToWorker::Stop { log }) => log,
+            Ok(ToWorker::Stop { log, ends, catch_up_ms }) => (log, ends, catch_up_ms),
             Err(e) => {
                 eprintln!("wsgate-loadtest worker: bad stop line: {e}");
-                Vec::new()
+                Default::default()
             }
         },
-        _ => Vec::new(),
+        _ => Default::default(),
     };
-    let outcome = fleet.finish(&log).await;
+    let outcome = fleet.finish(&log, &ends, Duration::from_millis(catch_up_ms)).await;
     reporter.abort();
     send(&lines, &FromWorker::Outcome(Box::new(outcome))).await;
     drop(lines);
@@ -188,9 +202,14 @@ impl Worker {
         }
     }
 
-    /// Send the stop with the publish log.
-    pub async fn stop(&mut self, log: &[Published]) -> Result<(), String> {
-        let mut line = serde_json::to_string(&ToWorker::Stop { log: log.to_vec() }).map_err(|e| e.to_string())?;
+    /// Send the stop with the publish log and the rooms' ends.
+    pub async fn stop(&mut self, log: &[Published], ends: &RoomEnds, catch_up: Duration) -> Result<(), String> {
+        let stop = ToWorker::Stop {
+            log: log.to_vec(),
+            ends: ends.clone(),
+            catch_up_ms: u64::try_from(catch_up.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut line = serde_json::to_string(&stop).map_err(|e| e.to_string())?;
         line.push('\n');
         self.stdin
             .write_all(line.as_bytes())
@@ -198,9 +217,10 @@ impl Worker {
             .map_err(|e| format!("worker gone before the stop: {e}"))
     }
 
-    /// Wait (bounded) for the outcome; the process is reaped either way.
-    pub async fn outcome(mut self) -> Result<FleetOutcome, String> {
-        let _ = tokio::time::timeout(OUTCOME_WAIT, &mut self.reader).await;
+    /// Wait (bounded: `catch_up` longer for resuming sockets) for the
+    /// outcome; the process is reaped either way.
+    pub async fn outcome(mut self, catch_up: Duration) -> Result<FleetOutcome, String> {
+        let _ = tokio::time::timeout(OUTCOME_WAIT + catch_up, &mut self.reader).await;
         self.reader.abort();
         let result = lock(&self.state)
             .done
@@ -287,8 +307,19 @@ mod tests {
         assert!(matches!(back, FromWorker::Progress(p) if p.connected == 5));
         let stop = ToWorker::Stop {
             log: vec![Published(1, None), Published(2, Some(9))],
+            ends: RoomEnds::new(),
+            catch_up_ms: 0,
         };
         let line = serde_json::to_string(&stop).expect("json");
         assert_eq!(line, r#"{"stop":{"log":[[1,null],[2,9]]}}"#);
+        let durable = ToWorker::Stop {
+            log: Vec::new(),
+            ends: RoomEnds::from([("org:lt".to_string(), 40)]),
+            catch_up_ms: 5000,
+        };
+        let line = serde_json::to_string(&durable).expect("json");
+        assert_eq!(line, r#"{"stop":{"log":[],"ends":{"org:lt":40},"catch_up_ms":5000}}"#);
+        let ToWorker::Stop { ends, catch_up_ms, .. } = serde_json::from_str(&line).expect("parse");
+        assert_eq!((ends.get("org:lt"), catch_up_ms), (Some(&40), 5000));
     }
 }

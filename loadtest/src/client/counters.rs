@@ -21,6 +21,19 @@ pub struct Counters {
     pub duplicates: AtomicU64,
     pub misrouted: AtomicU64,
     pub dropped: AtomicU64,
+    /// Event frames that carried an offset (durable rooms).
+    pub durable: AtomicU64,
+    /// Offsets received twice, out of order, or unexpected.
+    pub offset_errors: AtomicU64,
+    /// Welcomes that answered a resume; rooms they did not recover.
+    pub resumes: AtomicU64,
+    pub not_recovered: AtomicU64,
+    /// Storm: sockets that resumed after their node's 1012, recovered every
+    /// room and caught up; and those that resumed but did not recover one.
+    pub recovered_sockets: AtomicU64,
+    pub unrecovered_sockets: AtomicU64,
+    /// Soak, storm: sockets done once publishing ended (caught up, or given up).
+    pub finished: AtomicU64,
 }
 
 /// A reading of [`Counters`], also what a worker reports to its parent.
@@ -36,6 +49,20 @@ pub struct Progress {
     pub duplicates: u64,
     pub misrouted: u64,
     pub dropped: u64,
+    #[serde(default)]
+    pub durable: u64,
+    #[serde(default)]
+    pub offset_errors: u64,
+    #[serde(default)]
+    pub resumes: u64,
+    #[serde(default)]
+    pub not_recovered: u64,
+    #[serde(default)]
+    pub recovered_sockets: u64,
+    #[serde(default)]
+    pub unrecovered_sockets: u64,
+    #[serde(default)]
+    pub finished: u64,
 }
 
 impl Counters {
@@ -64,6 +91,13 @@ impl Counters {
             duplicates: self.duplicates.load(Relaxed),
             misrouted: self.misrouted.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            durable: self.durable.load(Relaxed),
+            offset_errors: self.offset_errors.load(Relaxed),
+            resumes: self.resumes.load(Relaxed),
+            not_recovered: self.not_recovered.load(Relaxed),
+            recovered_sockets: self.recovered_sockets.load(Relaxed),
+            unrecovered_sockets: self.unrecovered_sockets.load(Relaxed),
+            finished: self.finished.load(Relaxed),
         }
     }
 }
@@ -81,6 +115,13 @@ impl Progress {
         self.duplicates += other.duplicates;
         self.misrouted += other.misrouted;
         self.dropped += other.dropped;
+        self.durable += other.durable;
+        self.offset_errors += other.offset_errors;
+        self.resumes += other.resumes;
+        self.not_recovered += other.not_recovered;
+        self.recovered_sockets += other.recovered_sockets;
+        self.unrecovered_sockets += other.unrecovered_sockets;
+        self.finished += other.finished;
     }
 }
 

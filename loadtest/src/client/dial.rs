@@ -1,7 +1,8 @@
 //! Opening one socket: bind a source address, TCP connect, the WebSocket
-//! handshake, and the protocol's own greeting — wsgate's welcome frame, or
-//! Socket.IO's open packet, CONNECT with the token, and the CONNECT answer —
-//! all under one timeout.
+//! handshake, and the protocol's own greeting — wsgate's welcome frame
+//! (after the auth frame, when the token goes in one: how a resume gives
+//! its positions), or Socket.IO's open packet, CONNECT with the token, and
+//! the CONNECT answer — all under one timeout.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -84,25 +85,54 @@ pub struct Dialer {
     pub timeout: Duration,
 }
 
+/// How a wsgate socket gives its token.
+#[derive(Clone, Copy, Debug)]
+pub enum Hello<'a> {
+    /// `Authorization: Bearer` on the upgrade request.
+    Header,
+    /// This auth frame, first thing after the upgrade.
+    Frame(&'a str),
+}
+
 impl Dialer {
     /// Socket `index` goes to target `index % targets` and, among the
     /// sockets of that target, round-robin over the source addresses.
-    pub async fn dial(&self, index: u64, token: &str) -> Result<Ws, DialError> {
-        let target = &self.targets[(index % self.targets.len() as u64) as usize];
-        let per_target = index / self.targets.len() as u64;
-        let source = source_for(target.addr, &self.sources, per_target);
-        tokio::time::timeout(self.timeout, self.open(target, source, token))
+    /// Returns the socket and its welcome (empty for Socket.IO).
+    pub async fn dial(&self, index: u64, token: &str) -> Result<(Ws, String), DialError> {
+        let targets = self.targets.len() as u64;
+        self.dial_to((index % targets) as usize, index / targets, token, Hello::Header)
+            .await
+    }
+
+    /// Socket `index` to target `target` (modulo the targets), from source
+    /// address `n` (modulo the sources).
+    pub async fn dial_to(
+        &self,
+        target: usize,
+        n: u64,
+        token: &str,
+        hello: Hello<'_>,
+    ) -> Result<(Ws, String), DialError> {
+        let target = &self.targets[target % self.targets.len()];
+        let source = source_for(target.addr, &self.sources, n);
+        tokio::time::timeout(self.timeout, self.open(target, source, token, hello))
             .await
             .unwrap_or(Err(DialError::Timeout))
     }
 
-    async fn open(&self, target: &Target, source: Option<IpAddr>, token: &str) -> Result<Ws, DialError> {
+    async fn open(
+        &self,
+        target: &Target,
+        source: Option<IpAddr>,
+        token: &str,
+        hello: Hello<'_>,
+    ) -> Result<(Ws, String), DialError> {
         let stream = tcp_connect(target.addr, source).await?;
         let url = target.request_url(self.protocol, token);
         let mut request = url
             .into_client_request()
             .map_err(|e| DialError::Handshake(e.to_string()))?;
-        if self.protocol == Protocol::Wsgate {
+        if self.protocol == Protocol::Wsgate && matches!(hello, Hello::Header) {
             let bearer =
                 HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| DialError::Handshake(e.to_string()))?;
             request.headers_mut().insert(AUTHORIZATION, bearer);
@@ -117,14 +147,19 @@ impl Dialer {
         };
         match self.protocol {
             Protocol::Wsgate | Protocol::Raw => {
+                if let Hello::Frame(frame) = hello {
+                    ws.send(Message::text(frame))
+                        .await
+                        .map_err(|e| DialError::Handshake(e.to_string()))?;
+                }
                 let first = next_text(&mut ws).await?;
                 if wire::is_welcome(&first) {
-                    Ok(ws)
+                    Ok((ws, first))
                 } else {
                     Err(DialError::Protocol(truncate(&first)))
                 }
             }
-            Protocol::Socketio => socketio_connect(ws, token).await,
+            Protocol::Socketio => Ok((socketio_connect(ws, token).await?, String::new())),
         }
     }
 }

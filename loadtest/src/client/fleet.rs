@@ -1,13 +1,18 @@
 //! One process's share of the sockets: socket `first + j` for `j` in
 //! `0..count`, each a task that connects (paced, with a bounded number of
 //! handshakes in flight) and then holds its session — once (idle, fanout,
-//! targeted) or over and over with random lifetimes (churn) — until the
-//! fleet is stopped or the run's deadline passes.
+//! targeted), over and over with random lifetimes (churn), or resuming
+//! from its positions each time (soak, storm: [`super::resume`]) — until
+//! the fleet is stopped or the run's deadline passes.
+//!
+//! The stop comes with the publish log and, when events were published
+//! durably, each room's last offset. Resuming sockets first get to catch
+//! up with those (the wind-down), for at most the given time.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -16,23 +21,26 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::counters::{Counters, Progress};
-use super::dial::Dialer;
+use super::dial::{Dialer, Hello, Ws};
 use super::lifetime;
-use super::session::{self, Ending};
+use super::resume;
+use super::session::{self, Ending, Leave, Plan, Resuming};
 use crate::clock;
-use crate::config::{Protocol, RunConfig, ScenarioKind};
+use crate::config::{Protocol, PublishVia, RunConfig, ScenarioKind};
 use crate::stats::delivery::{DeliveryTotals, LogIndex, Published};
 use crate::stats::latency::{Latency, SharedLatency};
+use crate::stats::offsets::{OffsetTotals, RoomEnds, SocketLedger};
 use crate::stats::outcome::FleetOutcome;
 use crate::stats::tally::{SessionRecord, Tally};
 use crate::target::Target;
 use crate::token::Minter;
+use crate::wire::{self, Position};
 
 /// How long stopped sockets get to finish their close handshakes.
 const FINISH_WAIT: Duration = Duration::from_secs(15);
 /// Back-off after a failed reconnect (churn), doubling to the maximum.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+pub(super) const RETRY_MIN: Duration = Duration::from_millis(100);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// What the socket tasks of a fleet share. The std Mutexes are held for a
 /// push or an increment, never across an await.
@@ -45,6 +53,14 @@ pub struct FleetShared {
     records: Mutex<Vec<SessionRecord>>,
     failures: Mutex<BTreeMap<String, u64>>,
     closes: Mutex<BTreeMap<String, u64>>,
+    /// Offset ledgers: one per socket (soak, storm) or per session.
+    ledgers: Mutex<Vec<(u32, SocketLedger)>>,
+    catch_up: Mutex<Latency>,
+    recovered_at_ns: Mutex<Vec<u64>>,
+    /// Each room's last offset, known once publishing is over.
+    pub ends: OnceLock<RoomEnds>,
+    /// Publishing is over: resuming sockets catch up with `ends` and end.
+    pub wind_down: CancellationToken,
 }
 
 impl FleetShared {
@@ -61,6 +77,27 @@ impl FleetShared {
         self.counters.failed.fetch_add(1, Relaxed);
         *lock(&self.failures).entry(label).or_default() += 1;
     }
+
+    /// File a socket's (or a session's) offset ledger.
+    pub fn file_ledger(&self, user: u32, ledger: SocketLedger) {
+        lock(&self.ledgers).push((user, ledger));
+    }
+
+    /// A resume caught up, `took` after its reconnect began.
+    pub fn caught_up(&self, took: Duration, after_drain: bool) {
+        lock(&self.catch_up).record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        if after_drain {
+            lock(&self.recovered_at_ns).push(clock::now_ns());
+            self.counters.recovered_sockets.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Publishing is over and `ledger` has every room's last offset.
+    pub fn has_every_end(&self, ledger: &SocketLedger) -> bool {
+        self.ends
+            .get()
+            .is_some_and(|ends| ledger.reached(|room| ends.get(room).copied()))
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,13 +105,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Everything a socket task reads.
-struct Context {
-    config: RunConfig,
-    shared: Arc<FleetShared>,
-    dialer: Dialer,
+pub(super) struct Context {
+    pub(super) config: RunConfig,
+    pub(super) shared: Arc<FleetShared>,
+    pub(super) dialer: Dialer,
     minter: Minter,
     gate: Semaphore,
-    stop: CancellationToken,
+    pub(super) stop: CancellationToken,
     ramp_start: Instant,
 }
 
@@ -108,6 +145,11 @@ impl Fleet {
             records: Mutex::new(Vec::with_capacity(usize::try_from(count).unwrap_or(0))),
             failures: Mutex::new(BTreeMap::new()),
             closes: Mutex::new(BTreeMap::new()),
+            ledgers: Mutex::new(Vec::new()),
+            catch_up: Mutex::new(Latency::default()),
+            recovered_at_ns: Mutex::new(Vec::new()),
+            ends: OnceLock::new(),
+            wind_down: CancellationToken::new(),
         });
         let stop = CancellationToken::new();
         let context = Arc::new(Context {
@@ -154,8 +196,15 @@ impl Fleet {
     }
 
     /// Stop every socket, wait (bounded) for them, and account the sessions
-    /// against the publish log.
-    pub async fn finish(mut self, log: &[Published]) -> FleetOutcome {
+    /// against the publish log and the offsets against the rooms' `ends`.
+    /// Resuming sockets first get up to `catch_up` to reach the ends.
+    pub async fn finish(mut self, log: &[Published], ends: &RoomEnds, catch_up: Duration) -> FleetOutcome {
+        let _ = self.shared.ends.set(ends.clone());
+        if !catch_up.is_zero() {
+            self.shared.wind_down.cancel();
+            let until = Instant::now() + catch_up;
+            while let Ok(Some(_)) = tokio::time::timeout_at(until, self.tasks.join_next()).await {}
+        }
         self.stop.cancel();
         let until = Instant::now() + FINISH_WAIT;
         while let Ok(Some(_)) = tokio::time::timeout_at(until, self.tasks.join_next()).await {}
@@ -163,6 +212,10 @@ impl Fleet {
         self.deadline.abort();
         let records = std::mem::take(&mut *lock(&self.shared.records));
         let delivery = DeliveryTotals::account(&records, &LogIndex::new(log));
+        let mut offsets = OffsetTotals::default();
+        for (user, ledger) in std::mem::take(&mut *lock(&self.shared.ledgers)) {
+            offsets.add(user, &ledger, ends);
+        }
         let progress = self.shared.counters.read();
         FleetOutcome {
             attempted: progress.attempted,
@@ -174,6 +227,9 @@ impl Fleet {
             delivery,
             latency: self.shared.latency.snapshot(),
             connect_latency: lock(&self.shared.connect_latency).clone(),
+            offsets,
+            catch_up: lock(&self.shared.catch_up).clone(),
+            recovered_at_ns: std::mem::take(&mut *lock(&self.shared.recovered_at_ns)),
         }
     }
 }
@@ -187,25 +243,39 @@ impl Drop for Fleet {
     }
 }
 
-/// One socket slot: connect, hold, and for churn reconnect, until stopped.
-async fn socket(context: Arc<Context>, j: u64, index: u64) {
-    let config = &context.config;
-    if config.connect_rate > 0.0 {
-        let at = context.ramp_start + Duration::from_secs_f64(j as f64 / config.connect_rate);
+/// Wait for socket `j`'s turn to connect; false if stopped meanwhile.
+pub(super) async fn pace(context: &Context, j: u64) -> bool {
+    let rate = context.config.connect_rate;
+    if rate > 0.0 {
+        let at = context.ramp_start + Duration::from_secs_f64(j as f64 / rate);
         tokio::select! {
             _ = tokio::time::sleep_until(at) => {}
-            _ = context.stop.cancelled() => return,
+            _ = context.stop.cancelled() => return false,
         }
     }
+    true
+}
+
+/// One socket slot: connect, hold, and for churn reconnect, until stopped.
+async fn socket(context: Arc<Context>, j: u64, index: u64) {
+    if context.config.scenario.resumes() {
+        return resume::socket(context, j, index).await;
+    }
+    let config = &context.config;
+    if !pace(&context, j).await {
+        return;
+    }
     let churn = config.scenario == ScenarioKind::Churn;
+    // Durable events: each session keeps a ledger of its offsets.
+    let ledgers = config.publish.as_ref().is_some_and(PublishVia::is_durable);
     let mut first_attempt = true;
     let mut retry = RETRY_MIN;
     while !context.stop.is_cancelled() {
-        let opened = open(&context, index).await;
+        let opened = open(&context, index, None, None).await;
         if first_attempt {
             context.shared.counters.ramped.fetch_add(1, Relaxed);
         }
-        let Some((ws, welcomed_at)) = opened else {
+        let Some((ws, welcome, welcomed_at)) = opened else {
             if !churn {
                 return;
             }
@@ -238,12 +308,32 @@ async fn socket(context: Arc<Context>, j: u64, index: u64) {
             welcomed_at,
             until_ns.max(welcomed_at),
         );
-        let ending = session::drive(ws, tally, j as usize, planned_end, &context.stop, &context.shared).await;
+        let plan = Plan {
+            shard: j as usize,
+            planned_end,
+            leave: Leave::Drain,
+            live_from_ns: 0,
+        };
+        let mut ledger = SocketLedger::default();
+        let mut durable = ledgers.then(|| {
+            ledger.on_welcome(&wire::welcome(&welcome).unwrap_or_default());
+            Resuming {
+                ledger: &mut ledger,
+                catch_up: None,
+                winds_down: false,
+            }
+        });
+        let ending = session::drive(ws, tally, plan, &context.stop, &context.shared, durable.as_mut()).await;
+        if ledgers {
+            // A session that stayed to the end expects every room's last offset.
+            ledger.to_the_end = ending == Ending::Stopped;
+            context.shared.file_ledger(user_of(index), ledger);
+        }
         match ending {
-            Ending::Stopped => return,
+            Ending::Stopped | Ending::Finished => return,
             Ending::Planned => {}
-            Ending::Dropped if !churn => return,
-            Ending::Dropped => {
+            Ending::Dropped { .. } if !churn => return,
+            Ending::Dropped { .. } => {
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY_MIN) => {}
                     _ = context.stop.cancelled() => return,
@@ -253,8 +343,15 @@ async fn socket(context: Arc<Context>, j: u64, index: u64) {
     }
 }
 
-/// One connect attempt: the welcomed socket and the time of its welcome.
-async fn open(context: &Context, index: u64) -> Option<(super::dial::Ws, u64)> {
+/// One connect attempt: the welcomed socket, its welcome and the time of
+/// it. `target` picks the node (None: socket `index`'s own, round-robin);
+/// `since` sends the token in an auth frame that resumes from there.
+pub(super) async fn open(
+    context: &Context,
+    index: u64,
+    target: Option<usize>,
+    since: Option<&BTreeMap<String, Position>>,
+) -> Option<(Ws, String, u64)> {
     let shared = &context.shared;
     let token = match context.minter.mint(&context.config.user_id(index)) {
         Ok(token) => token,
@@ -269,17 +366,25 @@ async fn open(context: &Context, index: u64) -> Option<(super::dial::Ws, u64)> {
     };
     shared.counters.attempted.fetch_add(1, Relaxed);
     let started = Instant::now();
+    let frame = since.map(|since| wire::auth_frame(&token, since));
+    let dial = async {
+        match (target, &frame) {
+            (Some(target), Some(frame)) => context.dialer.dial_to(target, index, &token, Hello::Frame(frame)).await,
+            (Some(target), None) => context.dialer.dial_to(target, index, &token, Hello::Header).await,
+            (None, _) => context.dialer.dial(index, &token).await,
+        }
+    };
     let dialed = tokio::select! {
-        dialed = context.dialer.dial(index, &token) => dialed,
+        dialed = dial => dialed,
         _ = context.stop.cancelled() => return None,
     };
     drop(permit);
     match dialed {
-        Ok(ws) => {
+        Ok((ws, welcome)) => {
             let welcomed_at = clock::now_ns();
             shared.counters.opened();
             lock(&shared.connect_latency).record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-            Some((ws, welcomed_at))
+            Some((ws, welcome, welcomed_at))
         }
         Err(e) => {
             shared.failed(e.label());
@@ -289,6 +394,6 @@ async fn open(context: &Context, index: u64) -> Option<(super::dial::Ws, u64)> {
 }
 
 /// Users are numbered by socket; the validated config keeps them in u32.
-fn user_of(index: u64) -> u32 {
+pub(super) fn user_of(index: u64) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }

@@ -1,8 +1,10 @@
-//! A minimal Redis client that does one thing fast: pipelined `PUBLISH`.
-//! The writer sends whole batches of commands in one write; a reader task
-//! counts the replies (each `:n` is the number of subscribers that got the
-//! message). A semaphore caps the commands awaiting a reply, so a slow Redis
-//! slows the publisher instead of growing a buffer.
+//! A minimal Redis client that does one thing fast: pipelined `PUBLISH`,
+//! or `FCALL wsgate_publish 1 <channel> <payload>` (a durable publish,
+//! PROTOCOL.md §10). The writer sends whole batches of commands in one
+//! write; a reader task counts the replies: `PUBLISH`'s `:n` is the number
+//! of subscribers that got the message, `FCALL`'s the event's offset in its
+//! room, kept in command order. A semaphore caps the commands awaiting a
+//! reply, so a slow Redis slows the publisher instead of growing a buffer.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -19,16 +21,31 @@ use tokio::task::JoinHandle;
 /// Commands sent but not yet answered, at most.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
 
+/// The Redis function a durable publish calls.
+pub const PUBLISH_FUNCTION: &str = "wsgate_publish";
+
+/// Which command carries each event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `PUBLISH <channel> <payload>`: answers the subscribers reached.
+    Publish,
+    /// `FCALL wsgate_publish 1 <channel> <payload>`: answers the offset.
+    Fcall,
+}
+
 #[derive(Debug, Default)]
 pub struct Replies {
     pub ok: AtomicU64,
     pub errors: AtomicU64,
-    /// Sum of the integer replies: subscriber connections reached.
+    /// `PUBLISH`: the sum of the integer replies, subscriber connections reached.
     pub receivers: AtomicU64,
+    /// `FCALL`: each command's offset, in command order (0 for an error).
+    pub offsets: Mutex<Vec<u64>>,
     pub failures: Mutex<Failures>,
 }
 
 pub struct RespPublisher {
+    command: Command,
     writer: OwnedWriteHalf,
     in_flight: Arc<Semaphore>,
     replies: Arc<Replies>,
@@ -76,7 +93,7 @@ pub fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 impl RespPublisher {
-    pub async fn connect(url: &str) -> Result<RespPublisher, String> {
+    pub async fn connect(url: &str, command: Command) -> Result<RespPublisher, String> {
         let (address, user, password) = parse_url(url)?;
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&address))
             .await
@@ -103,8 +120,9 @@ impl RespPublisher {
         }
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let replies = Arc::new(Replies::default());
-        let reader = tokio::spawn(read_replies(read, in_flight.clone(), replies.clone()));
+        let reader = tokio::spawn(read_replies(read, command, in_flight.clone(), replies.clone()));
         Ok(RespPublisher {
+            command,
             writer,
             in_flight,
             replies,
@@ -114,7 +132,7 @@ impl RespPublisher {
         })
     }
 
-    /// `PUBLISH channel payload` for each pair, in one write per chunk.
+    /// The command for each (channel, payload) pair, in one write per chunk.
     pub async fn publish(&mut self, batch: &[(String, String)]) -> Result<(), String> {
         for chunk in batch.chunks(MAX_IN_FLIGHT) {
             let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
@@ -127,7 +145,14 @@ impl RespPublisher {
             permits.forget();
             self.buffer.clear();
             for (channel, payload) in chunk {
-                encode(&mut self.buffer, &[b"PUBLISH", channel.as_bytes(), payload.as_bytes()]);
+                let (channel, payload) = (channel.as_bytes(), payload.as_bytes());
+                match self.command {
+                    Command::Publish => encode(&mut self.buffer, &[b"PUBLISH", channel, payload]),
+                    Command::Fcall => encode(
+                        &mut self.buffer,
+                        &[b"FCALL", PUBLISH_FUNCTION.as_bytes(), b"1", channel, payload],
+                    ),
+                }
             }
             self.writer
                 .write_all(&self.buffer)
@@ -156,13 +181,18 @@ impl RespPublisher {
     }
 }
 
-async fn read_replies(read: BufReader<OwnedReadHalf>, in_flight: Arc<Semaphore>, replies: Arc<Replies>) {
-    count_replies(read, &in_flight, &replies).await;
+async fn read_replies(
+    read: BufReader<OwnedReadHalf>,
+    command: Command,
+    in_flight: Arc<Semaphore>,
+    replies: Arc<Replies>,
+) {
+    count_replies(read, command, &in_flight, &replies).await;
     // Wakes a publisher waiting for permits that will never come back.
     in_flight.close();
 }
 
-async fn count_replies(mut read: BufReader<OwnedReadHalf>, in_flight: &Semaphore, replies: &Replies) {
+async fn count_replies(mut read: BufReader<OwnedReadHalf>, command: Command, in_flight: &Semaphore, replies: &Replies) {
     let mut line = String::new();
     // Replies come in the order of the commands: the n-th is event n's.
     let mut seq: u64 = 0;
@@ -172,19 +202,27 @@ async fn count_replies(mut read: BufReader<OwnedReadHalf>, in_flight: &Semaphore
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        match line.as_bytes().first() {
-            Some(b':') => {
-                let n: u64 = line[1..].trim().parse().unwrap_or(0);
-                replies.receivers.fetch_add(n, Relaxed);
+        let reply = parse_reply(&line);
+        if command == Command::Fcall {
+            super::lock(&replies.offsets).push(match reply {
+                Reply::Integer(n) => n,
+                _ => 0,
+            });
+        }
+        match reply {
+            Reply::Integer(n) => {
+                if command == Command::Publish {
+                    replies.receivers.fetch_add(n, Relaxed);
+                }
                 replies.ok.fetch_add(1, Relaxed);
             }
-            Some(b'-') => {
+            Reply::Error => {
                 replies.errors.fetch_add(1, Relaxed);
                 super::lock(&replies.failures).add(seq, line.trim());
             }
-            // PUBLISH answers integers only; anything else ends the reader
-            // rather than be misread.
-            _ => {
+            // Both commands answer integers only; anything else ends the
+            // reader rather than be misread.
+            Reply::Other => {
                 replies.errors.fetch_add(1, Relaxed);
                 super::lock(&replies.failures).add(seq, &format!("unexpected reply: {}", line.trim()));
                 return;
@@ -195,15 +233,50 @@ async fn count_replies(mut read: BufReader<OwnedReadHalf>, in_flight: &Semaphore
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    /// `:n` (a negative or unreadable number reads as 0).
+    Integer(u64),
+    /// `-ERR ...`
+    Error,
+    Other,
+}
+
+fn parse_reply(line: &str) -> Reply {
+    match line.as_bytes().first() {
+        Some(b':') => Reply::Integer(line[1..].trim().parse().unwrap_or(0)),
+        Some(b'-') => Reply::Error,
+        _ => Reply::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_integers_errors_or_the_end_of_reading() {
+        assert_eq!(parse_reply(":17\r\n"), Reply::Integer(17));
+        assert_eq!(parse_reply(":-1\r\n"), Reply::Integer(0));
+        assert_eq!(parse_reply("-ERR Function not found\r\n"), Reply::Error);
+        assert_eq!(parse_reply("+OK\r\n"), Reply::Other);
+        assert_eq!(parse_reply("$5\r\n"), Reply::Other);
+    }
 
     #[test]
     fn commands_are_encoded_as_resp_arrays() {
         let mut out = Vec::new();
         encode(&mut out, &[b"PUBLISH", b"gw:org:lt", b"{}"]);
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$9\r\ngw:org:lt\r\n$2\r\n{}\r\n");
+        out.clear();
+        encode(
+            &mut out,
+            &[b"FCALL", PUBLISH_FUNCTION.as_bytes(), b"1", b"gw:org:lt", b"{}"],
+        );
+        assert_eq!(
+            out,
+            b"*5\r\n$5\r\nFCALL\r\n$14\r\nwsgate_publish\r\n$1\r\n1\r\n$9\r\ngw:org:lt\r\n$2\r\n{}\r\n"
+        );
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! The run's result: the numbers (serialised as the one JSON line on
-//! stdout), a human summary, and a markdown report for `--out`.
+//! stdout), a human summary, and a markdown report for `--out`. Durable
+//! rooms' numbers (offsets, recoveries, RSS over time, the storm) are in
+//! [`durable`].
+
+pub mod durable;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
 
+pub use self::durable::{DurableReport, NodeCost, StormReport};
 use crate::config::{Protocol, ScenarioKind};
 use crate::publish::PublishOutcome;
 use crate::stats::delivery::DeliveryTotals;
@@ -31,6 +36,9 @@ pub struct Report {
     /// Sessions the other side ended, by reason.
     pub closes: BTreeMap<String, u64>,
     pub server: Option<ServerCost>,
+    /// Durable rooms: offsets, recoveries, and the soak's and storm's own numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable: Option<DurableReport>,
     /// Every socket connected, no session dropped, nothing lost, duplicated
     /// or misrouted, every event accepted.
     pub clean: bool,
@@ -186,6 +194,9 @@ impl Report {
             }
             let _ = writeln!(out, "{line}");
         }
+        if let Some(d) = &self.durable {
+            d.human(&mut out);
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "warning   {warning}");
         }
@@ -293,6 +304,9 @@ impl Report {
                 row("server CPU per event", micros_f(v));
             }
         }
+        if let Some(d) = &self.durable {
+            d.markdown(&mut out);
+        }
         for warning in &self.warnings {
             let _ = writeln!(out, "\n> warning: {warning}");
         }
@@ -369,6 +383,7 @@ mod tests {
             deliveries_per_s: 0.0,
             closes: BTreeMap::new(),
             server: Some(ServerCost::default()),
+            durable: None,
             clean: true,
             warnings: vec!["something".into()],
         };
@@ -381,5 +396,77 @@ mod tests {
                 .markdown()
                 .starts_with("# wsgate-loadtest: fanout against wsgate")
         );
+        assert!(
+            json.get("durable").is_none(),
+            "no durable section without durable rooms"
+        );
+    }
+
+    #[test]
+    fn a_soak_report_shows_offsets_recoveries_and_rss() {
+        let mut offsets = crate::stats::offsets::OffsetTotals {
+            sockets: 50,
+            rooms: 100,
+            expected: 1000,
+            received: 998,
+            lost: 2,
+            resumes: 40,
+            recovered: 80,
+            ..Default::default()
+        };
+        offsets.offenders.push(crate::stats::offsets::Offender {
+            user: 3,
+            room: "org:lt".into(),
+            lost: 2,
+            duplicated: 0,
+            out_of_order: 0,
+            unexpected: 0,
+            first_lost: vec![17, 18],
+        });
+        let report = Report {
+            scenario: ScenarioKind::Soak,
+            protocol: Protocol::Wsgate,
+            targets: vec!["ws://127.0.0.1:1/v1/ws".into()],
+            procs: 1,
+            sockets: 50,
+            duration_s: 60.0,
+            connects: Connects::default(),
+            publish: Some(PublishOutcome::default()),
+            delivery: DeliveryTotals::default(),
+            loss_ratio: 0.0,
+            latency: Percentiles::default(),
+            deliveries_per_s: 0.0,
+            closes: BTreeMap::new(),
+            server: None,
+            durable: Some(DurableReport {
+                offsets,
+                rss: Some(crate::rss::RssSeries {
+                    pids: vec![7],
+                    every_s: 5.0,
+                    samples: vec![crate::rss::RssSample {
+                        t_s: 0.0,
+                        rss_bytes: 1 << 20,
+                        each_bytes: vec![1 << 20],
+                    }],
+                    growth_second_half_pct: Some(1.5),
+                    peak_bytes: 1 << 20,
+                    error: None,
+                }),
+                ..DurableReport::default()
+            }),
+            clean: false,
+            warnings: Vec::new(),
+        };
+        let human = report.human();
+        assert!(human.contains("offsets   "), "{human}");
+        assert!(human.contains("lost 2"), "{human}");
+        assert!(human.contains("org:lt"), "{human}");
+        assert!(human.contains("+1.50 %"), "{human}");
+        let json: serde_json::Value = serde_json::from_str(&report.json()).expect("json");
+        assert_eq!(json["durable"]["offsets"]["lost"], 2);
+        assert_eq!(json["durable"]["rss"]["growth_second_half_pct"], 1.5);
+        let md = report.markdown();
+        assert!(md.contains("| offsets lost / duplicated / out of order |"), "{md}");
+        assert!(md.contains("| t (s) | RSS |"), "{md}");
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::DeliveryTotals;
 use super::latency::Latency;
+use super::offsets::OffsetTotals;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetOutcome {
@@ -28,6 +29,16 @@ pub struct FleetOutcome {
     pub latency: Latency,
     /// Start of the TCP connect → the welcome.
     pub connect_latency: Latency,
+    /// Durable rooms: the offsets' verdict.
+    #[serde(default)]
+    pub offsets: OffsetTotals,
+    /// A resume's start (its connect) → every room caught up with the
+    /// welcome's positions.
+    #[serde(default)]
+    pub catch_up: Latency,
+    /// Storm: when (Unix ns) each socket had caught up after its node's 1012.
+    #[serde(default)]
+    pub recovered_at_ns: Vec<u64>,
 }
 
 impl FleetOutcome {
@@ -41,6 +52,9 @@ impl FleetOutcome {
         self.delivery.merge(&other.delivery);
         self.latency.merge(&other.latency);
         self.connect_latency.merge(&other.connect_latency);
+        self.offsets.merge(&other.offsets);
+        self.catch_up.merge(&other.catch_up);
+        self.recovered_at_ns.extend_from_slice(&other.recovered_at_ns);
     }
 }
 
@@ -80,6 +94,13 @@ mod tests {
             },
             latency,
             connect_latency: Latency::default(),
+            offsets: OffsetTotals {
+                sockets: connected,
+                lost,
+                ..OffsetTotals::default()
+            },
+            catch_up: Latency::default(),
+            recovered_at_ns: vec![connected],
         }
     }
 
@@ -99,6 +120,8 @@ mod tests {
         assert_eq!(total.closes.get("close_1012"), Some(&3));
         assert_eq!(total.delivery.expected, 1750);
         assert_eq!(total.delivery.lost, 3);
+        assert_eq!((total.offsets.sockets, total.offsets.lost), (175, 3));
+        assert_eq!(total.recovered_at_ns, vec![100, 50, 25]);
         let p = total.latency.percentiles();
         assert_eq!((p.count, p.min_us, p.max_us), (5, 100, 500));
         assert_eq!(p.p50_us, 300);
