@@ -199,13 +199,14 @@ pub async fn drive(
                     if let Some(catch_up) = &mut d.catch_up {
                         catch_up.check(d.ledger, shared);
                     }
-                    if winding && shared.has_every_end(d.ledger) {
-                        finished = true;
-                        break None;
-                    }
+                    // Ends after this event is accounted below.
+                    finished = winding && shared.has_every_end(d.ledger);
                 }
                 let Some(marker) = marker else {
                     tally.foreign();
+                    if finished {
+                        break None;
+                    }
                     continue;
                 };
                 let received = clock::now_ns();
@@ -222,7 +223,7 @@ pub async fn drive(
                     Verdict::Misrouted => &shared.counters.misrouted,
                 };
                 counter.fetch_add(1, Relaxed);
-                if draining && marker.ts >= drained_at {
+                if finished || (draining && marker.ts >= drained_at) {
                     break None;
                 }
             }
