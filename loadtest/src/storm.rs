@@ -153,6 +153,9 @@ pub async fn run(
             (Some(cpu), Some(d)) if d.events_recovered > 0.0 => Some(cpu as f64 / d.events_recovered),
             _ => None,
         },
+        cpu_per_resume_us: cpu_us
+            .filter(|_| progress.recovered_sockets > 0)
+            .map(|cpu| cpu as f64 / progress.recovered_sockets as f64),
     });
     Ok(StormPhase {
         publish: PublishPhase {

@@ -56,6 +56,10 @@ pub struct NodeCost {
     pub events_recovered: Option<f64>,
     pub recoveries: Option<f64>,
     pub cpu_per_recovered_event_us: Option<f64>,
+    /// The same CPU per resume (each resume is a handshake, a join per
+    /// room and its missed events: when few events were missed, this is
+    /// the number that says what a storm costs).
+    pub cpu_per_resume_us: Option<f64>,
 }
 
 impl StormReport {
@@ -172,11 +176,12 @@ impl DurableReport {
             if let Some(b) = &s.node_b {
                 let _ = writeln!(
                     out,
-                    "node B    CPU {} for {} recovered events ({} resumes): {} per recovered event",
+                    "node B    CPU {} for {} recovered events and {} room resumes: {} per recovered event, {} per resumed socket",
                     b.cpu_us.map_or_else(|| "?".into(), micros),
                     b.events_recovered.map_or_else(|| "?".into(), |n| format!("{n:.0}")),
                     b.recoveries.map_or_else(|| "?".into(), |n| format!("{n:.0}")),
-                    b.cpu_per_recovered_event_us.map_or_else(|| "?".into(), micros_f)
+                    b.cpu_per_recovered_event_us.map_or_else(|| "?".into(), micros_f),
+                    b.cpu_per_resume_us.map_or_else(|| "?".into(), micros_f)
                 );
             }
         }
@@ -251,8 +256,21 @@ impl DurableReport {
             );
             if let Some(b) = &s.node_b {
                 row(
+                    "node B: CPU / recovered events / room resumes",
+                    format!(
+                        "{} / {} / {}",
+                        b.cpu_us.map_or_else(|| "?".into(), micros),
+                        b.events_recovered.map_or_else(|| "?".into(), |n| format!("{n:.0}")),
+                        b.recoveries.map_or_else(|| "?".into(), |n| format!("{n:.0}"))
+                    ),
+                );
+                row(
                     "node B: CPU per recovered event",
                     b.cpu_per_recovered_event_us.map_or_else(|| "?".into(), micros_f),
+                );
+                row(
+                    "node B: CPU per resumed socket",
+                    b.cpu_per_resume_us.map_or_else(|| "?".into(), micros_f),
                 );
             }
         }
