@@ -182,7 +182,6 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
     let outcome = fleets.finish(log, ends, catch_up).await?;
     let end = sample(&config, &mut warnings);
     drop(printer);
-    let last_progress = source.read();
 
     let server = before.each.first().map(|_| {
         let connected = connected.clone().unwrap_or_default();
@@ -245,10 +244,10 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
             );
         }
     }
-    if config.scenario.resumes() && last_progress.finished < outcome.offsets.sockets {
+    if config.scenario.resumes() && outcome.finished < outcome.offsets.sockets {
         warnings.push(format!(
             "{} of {} sockets had not caught up with their rooms' last offsets within --settle",
-            outcome.offsets.sockets - last_progress.finished,
+            outcome.offsets.sockets - outcome.finished,
             outcome.offsets.sockets
         ));
     }
@@ -267,8 +266,7 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
         catch_up: outcome.catch_up.percentiles(),
         server_recoveries,
         rss,
-        storm: storm_phase
-            .map(|phase| storm_report(phase, &outcome.recovered_at_ns, last_progress.unrecovered_sockets)),
+        storm: storm_phase.map(|phase| storm_report(phase, &outcome.recovered_at_ns, outcome.unrecovered_sockets)),
     });
     let publish_clean = publish_phase.as_ref().is_none_or(|p| {
         p.outcome.errors == 0 && p.outcome.first_error.is_none() && p.outcome.sent == p.outcome.planned

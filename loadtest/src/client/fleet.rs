@@ -230,6 +230,8 @@ impl Fleet {
             offsets,
             catch_up: lock(&self.shared.catch_up).clone(),
             recovered_at_ns: std::mem::take(&mut *lock(&self.shared.recovered_at_ns)),
+            unrecovered_sockets: progress.unrecovered_sockets,
+            finished: progress.finished,
         }
     }
 }

@@ -39,6 +39,13 @@ pub struct FleetOutcome {
     /// Storm: when (Unix ns) each socket had caught up after its node's 1012.
     #[serde(default)]
     pub recovered_at_ns: Vec<u64>,
+    /// Storm: sockets that resumed after their 1012 but did not recover a room.
+    #[serde(default)]
+    pub unrecovered_sockets: u64,
+    /// Soak, storm: sockets that caught up with their rooms' last offsets
+    /// once publishing was over (the others were stopped at `--settle`).
+    #[serde(default)]
+    pub finished: u64,
 }
 
 impl FleetOutcome {
@@ -55,6 +62,8 @@ impl FleetOutcome {
         self.offsets.merge(&other.offsets);
         self.catch_up.merge(&other.catch_up);
         self.recovered_at_ns.extend_from_slice(&other.recovered_at_ns);
+        self.unrecovered_sockets += other.unrecovered_sockets;
+        self.finished += other.finished;
     }
 }
 
@@ -101,6 +110,8 @@ mod tests {
             },
             catch_up: Latency::default(),
             recovered_at_ns: vec![connected],
+            unrecovered_sockets: failed,
+            finished: connected,
         }
     }
 
@@ -122,6 +133,7 @@ mod tests {
         assert_eq!(total.delivery.lost, 3);
         assert_eq!((total.offsets.sockets, total.offsets.lost), (175, 3));
         assert_eq!(total.recovered_at_ns, vec![100, 50, 25]);
+        assert_eq!((total.unrecovered_sockets, total.finished), (3, 175));
         let p = total.latency.percentiles();
         assert_eq!((p.count, p.min_us, p.max_us), (5, 100, 500));
         assert_eq!(p.p50_us, 300);
