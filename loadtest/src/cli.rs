@@ -140,6 +140,10 @@ pub enum Command {
         /// Seconds of events after the last socket recovered.
         #[arg(long, default_value = "1", value_parser = seconds)]
         cooldown: Duration,
+        /// After its 1012 a socket waits up to this many seconds (uniform) before it resumes on
+        /// node B: events to recover (0: at once).
+        #[arg(long, default_value = "0", value_parser = seconds)]
+        away: Duration,
         #[command(flatten)]
         durable: DurableArgs,
         #[command(flatten)]
@@ -328,10 +332,12 @@ impl Command {
                 warmup,
                 duration,
                 cooldown,
+                away,
                 durable,
                 common,
             } => {
                 config.scenario = ScenarioKind::Storm;
+                config.away = away;
                 (config.sockets, config.rate, config.duration) = (sockets, rate, duration);
                 (config.events, config.user_share) = (durable.events, durable.user_share);
                 config.drain_pid = Some(drain_pid);
@@ -591,6 +597,7 @@ mod tests {
         assert_eq!(config.server_pids, vec![4343]);
         assert_eq!(config.warmup, Duration::from_millis(1500));
         assert_eq!(config.duration, Duration::from_secs(30));
+        assert!(config.away.is_zero(), "the storm resumes at once unless told");
         assert!(matches!(config.publish, Some(PublishVia::Fcall { .. })));
         assert_eq!(config.validate(), Ok(()));
         let no_pid = Cli::try_parse_from([

@@ -165,7 +165,9 @@ pub struct RunConfig {
     /// Soak: the share of disconnects that drop the TCP connection (RST)
     /// instead of closing the WebSocket.
     pub abrupt_share: f64,
-    /// Soak: a socket that disconnected stays away up to this long (uniform).
+    /// Soak: a socket that disconnected stays away up to this long
+    /// (uniform). Storm: how long up to a socket waits after its 1012
+    /// before it resumes (zero: at once).
     pub away: Duration,
     /// Soak: how often the servers' VmRSS is sampled.
     pub rss_every: Duration,

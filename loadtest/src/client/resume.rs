@@ -8,8 +8,9 @@
 //!   next node (round-robin over the targets).
 //! - **Storm**: every socket starts on the first node and stays; when that
 //!   node closes it with 1012 (draining), it resumes on the second node at
-//!   once. The first resume after the 1012 that recovers every room is
-//!   timed until the socket has caught up with the welcome's positions.
+//!   once (or after up to `away`, so that it has events to recover). The
+//!   first resume after the 1012 that recovers every room is timed until
+//!   the socket has caught up with the welcome's positions.
 //!
 //! Any other drop (1011 after lost continuity, a reset) is resumed too,
 //! after a short pause. Once publishing is over (the fleet's wind-down) a
@@ -157,9 +158,12 @@ async fn run(context: &Context, j: u64, index: u64, ledger: &mut SocketLedger) {
             }
             Ending::Dropped { code } => {
                 if storm && target == 0 && code == Some(DRAINING) {
-                    // The storm: straight to the other node.
+                    // The storm: to the other node, at once or after up to `away`.
                     target = 1 % nodes;
                     after_drain = true;
+                    if !config.away.is_zero() && !pause(context, config.away.mul_f64(fastrand::f64()), false).await {
+                        return;
+                    }
                     continue;
                 }
                 if !storm && code == Some(DRAINING) {
