@@ -13,7 +13,7 @@
 //!   the socket has caught up with the welcome's positions.
 //!
 //! Any other drop (1011 after lost continuity, a reset) is resumed too,
-//! after a short pause. Once publishing is over (the fleet's wind-down) a
+//! after a short pause (in a storm, on node B whatever node A's reason). Once publishing is over (the fleet's wind-down) a
 //! socket stops leaving, comes back if it is away, and ends as soon as it
 //! has every room's last offset.
 
@@ -157,10 +157,12 @@ async fn run(context: &Context, j: u64, index: u64, ledger: &mut SocketLedger) {
                 target = (target + 1) % nodes;
             }
             Ending::Dropped { code } => {
-                if storm && target == 0 && code == Some(DRAINING) {
-                    // The storm: to the other node, at once or after up to `away`.
+                if storm && target == 0 {
+                    // The storm: to the other node, at once or after up to
+                    // `away`. Only a 1012 is a drain to time: a node A that
+                    // ends sockets otherwise leaves them unrecovered.
                     target = 1 % nodes;
-                    after_drain = true;
+                    after_drain = code == Some(DRAINING);
                     if !config.away.is_zero() && !pause(context, config.away.mul_f64(fastrand::f64()), false).await {
                         return;
                     }
