@@ -69,33 +69,11 @@ async fn environment_alone_runs_the_node() {
 #[tokio::test]
 async fn tail_prints_the_welcome_and_events() {
     let node = Node::start(NodeOptions::memory()).await;
-    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .args([
-            "tail",
-            "--url",
-            &node.ws_url(),
-            "--token",
-            &token("42", None, &["viewer"], 60),
-        ])
-        .args(["--subscribe", "orders:7"])
-        .env_clear()
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
-    let mut next = async || -> serde_json::Value {
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
-    assert_eq!(next().await["type"], "welcome");
-    assert_eq!(next().await["type"], "ack", "subscribed to orders:7");
+    let (_tail, mut lines) = spawn_tail(&node, &["--subscribe", "orders:7"]);
+    assert_eq!(next_line(&mut lines).await["type"], "welcome");
+    assert_eq!(next_line(&mut lines).await["type"], "ack", "subscribed to orders:7");
     node.publish("orders:7", "order:shipped", json!({"id": 7})).await;
-    let event = next().await;
+    let event = next_line(&mut lines).await;
     assert_eq!(event["event"], "order:shipped");
     assert_eq!(event["data"]["id"], 7);
 }
