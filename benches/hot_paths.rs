@@ -10,15 +10,17 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsgate::auth::{Signer, TokenRequest, Verifier};
-use wsgate::broker::{EventSink, history};
+use wsgate::broker::{EventSink, HistoryPage, Position, history};
 use wsgate::config::{ClaimNames, HistoryConfig, JwtConfig, Secret};
 use wsgate::hub::durable::Tails;
-use wsgate::hub::{Batch, Connection, Hub};
+use wsgate::hub::{Admission, Batch, Connection, Hub, Settled};
 use wsgate::protocol::{BackendEvent, encode_event};
 use wsgate::room::RoomName;
 
 const PAYLOAD: &[u8] =
     br#"{"event":"order:updated","data":{"id":7,"status":"shipped","items":[1,2,3],"note":"left at the door"}}"#;
+
+const EPOCH: &str = "1764432000123456";
 
 fn addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9))
@@ -59,7 +61,20 @@ fn hub_with_room(members: usize, shards: usize, room: &RoomName, durable: bool) 
     let conns: Vec<Arc<Connection>> = (0..members)
         .map(|i| {
             let conn = hub.register(Arc::from(i.to_string()), addr()).expect("no limit");
-            let _ = hub.admit(room, &conn, None, |_| None);
+            if let Admission::Held = hub.admit(room, &conn, None, |_| None) {
+                // A durable room's first join reads its position: here, offset 0.
+                let page = HistoryPage {
+                    position: Position {
+                        offset: 0,
+                        epoch: Arc::from(EPOCH),
+                    },
+                    events: Vec::new(),
+                };
+                assert!(matches!(
+                    hub.settle(room, &conn, None, &page, |_| None),
+                    Settled::Joined(_)
+                ));
+            }
             conn
         })
         .collect();
@@ -110,17 +125,26 @@ fn fan_out(c: &mut Criterion) {
         // The same room with history: each event carries its position and
         // goes through the room's tail (order check, window) first.
         let (durable_hub, durable_conns) = hub_with_room(members, 2, &room, true);
+        durable_hub.deliver("org:acme", history::frame(1, EPOCH, PAYLOAD));
+        let mut check = Batch::new();
+        let _ = durable_conns[0].drain(&mut check);
+        assert_eq!(check.len(), 1, "durable events reach the members");
+        // Criterion may run the routine more than once: the offset lives
+        // outside it, or a rerun would repeat offsets the tail drops.
+        let offset = std::cell::Cell::new(1u64);
         group.bench_with_input(BenchmarkId::new("deliver_durable", members), &members, |b, _| {
-            let mut offset = 0u64;
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 let mut batch = Batch::new();
                 for _ in 0..iters {
-                    offset += 1;
-                    let framed = history::frame(offset, "1764432000123456", PAYLOAD);
+                    offset.set(offset.get() + 1);
+                    let framed = history::frame(offset.get(), EPOCH, PAYLOAD);
                     let start = Instant::now();
                     durable_hub.deliver("org:acme", framed);
                     total += start.elapsed();
+                    let _ = durable_conns[0].drain(&mut batch);
+                    assert_eq!(batch.len(), 1, "every durable event reaches the members");
+                    batch.clear();
                     for conn in &durable_conns {
                         let _ = conn.drain(&mut batch);
                         batch.clear();

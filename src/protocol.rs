@@ -441,8 +441,8 @@ pub fn encode_ack(reference: Option<&str>, expires_at: Option<u64>) -> Utf8Bytes
     })
 }
 
-/// The ack of a `subscribe` to a durable room.
-pub fn encode_subscribed(reference: Option<&str>, joined: &Joined) -> Utf8Bytes {
+/// The ack of a `subscribe` to (or a `publish` into) a durable room.
+pub fn encode_ack_with_position(reference: Option<&str>, joined: &Joined) -> Utf8Bytes {
     encode(&Reply {
         position: Some(PositionJson::from(&joined.position)),
         recovered: joined.recovered,

@@ -69,33 +69,11 @@ async fn environment_alone_runs_the_node() {
 #[tokio::test]
 async fn tail_prints_the_welcome_and_events() {
     let node = Node::start(NodeOptions::memory()).await;
-    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .args([
-            "tail",
-            "--url",
-            &node.ws_url(),
-            "--token",
-            &token("42", None, &["viewer"], 60),
-        ])
-        .args(["--subscribe", "orders:7"])
-        .env_clear()
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
-    let mut next = async || -> serde_json::Value {
-        let line = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
-    assert_eq!(next().await["type"], "welcome");
-    assert_eq!(next().await["type"], "ack", "subscribed to orders:7");
+    let (_tail, mut lines) = spawn_tail(&node, &["--subscribe", "orders:7"]);
+    assert_eq!(next_line(&mut lines).await["type"], "welcome");
+    assert_eq!(next_line(&mut lines).await["type"], "ack", "subscribed to orders:7");
     node.publish("orders:7", "order:shipped", json!({"id": 7})).await;
-    let event = next().await;
+    let event = next_line(&mut lines).await;
     assert_eq!(event["event"], "order:shipped");
     assert_eq!(event["data"]["id"], 7);
 }
@@ -130,4 +108,68 @@ async fn tokens_never_reach_the_log_even_at_trace_level() {
         let signature = secret.rsplit('.').next().unwrap();
         assert!(!text.contains(signature), "a token leaked into the log");
     }
+}
+
+/// `wsgate tail` with these extra arguments; its stdout lines as JSON.
+fn spawn_tail(
+    node: &Node,
+    extra: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args([
+            "tail",
+            "--url",
+            &node.ws_url(),
+            "--token",
+            &token("42", None, &["viewer"], 60),
+        ])
+        .args(extra)
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    (tail, lines)
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+#[tokio::test]
+async fn tail_prints_offsets_and_resumes_with_since() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_HISTORY_NAMESPACES", "orders")).await;
+    let (first, mut lines) = spawn_tail(&node, &["--subscribe", "orders:7"]);
+    assert_eq!(next_line(&mut lines).await["type"], "welcome");
+    let ack = next_line(&mut lines).await;
+    assert_eq!(ack["position"]["offset"], 0, "{ack}");
+    let epoch = ack["position"]["epoch"].as_str().unwrap().to_string();
+    node.publish("orders:7", "a", json!(1)).await;
+    node.publish("orders:7", "b", json!(2)).await;
+    assert_eq!(next_line(&mut lines).await["offset"], 1);
+    assert_eq!(next_line(&mut lines).await["offset"], 2);
+    drop(first);
+
+    let since = format!("orders:7={}:{epoch}", 1);
+    let (_second, mut lines) = spawn_tail(&node, &["--subscribe", "orders:7", "--since", &since]);
+    assert_eq!(next_line(&mut lines).await["type"], "welcome");
+    let ack = next_line(&mut lines).await;
+    assert_eq!(ack["recovered"], true, "{ack}");
+    let event = next_line(&mut lines).await;
+    assert_eq!(
+        (event["event"].as_str(), event["offset"].as_u64()),
+        (Some("b"), Some(2)),
+        "{event}"
+    );
 }

@@ -136,6 +136,30 @@ async fn resume_works_by_query_with_header_auth_and_by_subscribe() {
 }
 
 #[tokio::test]
+async fn client_publishes_into_a_durable_room_go_through_history() {
+    let node = Node::start(durable(NodeOptions::memory())).await;
+    let mut publisher = Client::user(&node, "p", None, &["admin"]).await;
+    let mut reader = Client::user(&node, "r", None, &["admin"]).await;
+    assert_eq!(
+        reader.request(json!({"type":"subscribe","room":"orders:3"})).await["type"],
+        "ack"
+    );
+    for expected in 1..=3u64 {
+        let ack = publisher
+            .request(json!({"type":"publish","room":"orders:3","event":"m","data":expected}))
+            .await;
+        assert_eq!(ack["position"]["offset"], expected, "{ack}");
+        let event = reader.recv_type("event").await;
+        assert_eq!(
+            (event["offset"].as_u64(), event["from"].as_str()),
+            (Some(expected), Some("p"))
+        );
+    }
+    node.wait_metric("wsgate_history_publish_total{source=\"client\"}", |v| v == 3.0)
+        .await;
+}
+
+#[tokio::test]
 async fn positions_ahead_and_rooms_without_history_are_bad_requests() {
     let node = Node::start(durable(NodeOptions::memory())).await;
     let jwt = token("8", None, &["admin"], 3600);

@@ -636,7 +636,13 @@ def write_report(path: Path, chosen, results, commands, scale, micro, rounds: in
         "```",
         "",
     ]
-    path.write_text("\n".join(lines))
+    # Sections measured by other scripts (history and recovery, fuzzing)
+    # follow this marker; a new comparison keeps them.
+    marker = "<!-- sections below are kept by compare.py -->"
+    kept = ""
+    if path.exists() and marker in path.read_text():
+        kept = path.read_text()[path.read_text().index(marker) :]
+    path.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
 
 
 if __name__ == "__main__":

@@ -185,6 +185,27 @@ impl Window {
         self.start = self.frames.front().map_or(offset, |(o, _)| o - 1);
     }
 
+    /// A read from `since` covered events older than the window: keep them
+    /// too, so that clients further behind are answered from memory (the
+    /// first client back after a drain is not always the one furthest
+    /// behind).
+    fn extend_back(&mut self, read: &[(u64, Utf8Bytes)], since: Option<u64>, now: Instant) {
+        let Some(since) = since else { return };
+        if !self.is_active(now) || since >= self.start {
+            return;
+        }
+        let older: Vec<&(u64, Utf8Bytes)> = read.iter().filter(|(o, _)| *o <= self.start).collect();
+        let contiguous = older.len() as u64 == self.start - since
+            && older.iter().enumerate().all(|(i, (o, _))| *o == since + 1 + i as u64);
+        if !contiguous || older.len() + self.frames.len() > self.cap {
+            return;
+        }
+        for (offset, frame) in older.into_iter().rev() {
+            self.frames.push_front((*offset, frame.clone()));
+        }
+        self.start = since;
+    }
+
     fn frames_after(&self, since: u64) -> Vec<Utf8Bytes> {
         self.frames
             .iter()
@@ -426,6 +447,7 @@ impl Tail {
             Some(known) if known.offset < read.offset => {
                 // The read saw events still on their way to this node: wait
                 // for them, or the connection would get them twice.
+                self.window.extend_back(&recovered_events, since.map(|s| s.offset), now);
                 self.held[at].ready = Some(Ready {
                     through: read.clone(),
                     frames: recovered_events.into_iter().map(|(_, f)| f).collect(),
@@ -440,7 +462,7 @@ impl Tail {
                     effects,
                 );
             }
-            Some(_) => {}
+            Some(_) => self.window.extend_back(&recovered_events, since.map(|s| s.offset), now),
         }
         let held = self.held.swap_remove(at);
         let frames = merge(

@@ -506,7 +506,12 @@ impl EventSink for Hub {
         };
         let skip = event.skip.as_deref().and_then(|s| self.local_id(s));
         let frame = encode_event(room, &event, position);
-        match self.tails.get_named(room) {
+        let tail = if self.tails.config().enabled() {
+            self.tails.get_named(room)
+        } else {
+            None
+        };
+        match tail {
             // A durable room: delivered in offset order by its tail.
             Some((name, tail)) => {
                 let mut tail = durable::lock(&tail);

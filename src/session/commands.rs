@@ -8,7 +8,7 @@ use crate::gateway::JoinError;
 use crate::metrics::Metrics;
 use crate::permissions::Action;
 use crate::protocol::{
-    BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_error, encode_pong, encode_subscribed,
+    BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_ack_with_position, encode_error, encode_pong,
 };
 use crate::room::RoomName;
 
@@ -91,7 +91,7 @@ impl Session {
             );
         }
         // The ack is queued by the join, before the missed events it sends.
-        let ack = |joined: &crate::protocol::Joined| Some(encode_subscribed(reference, joined));
+        let ack = |joined: &crate::protocol::Joined| Some(encode_ack_with_position(reference, joined));
         match self.gw.join(&self.conn, &room, since.as_ref(), ack).await {
             Ok(Some(_)) => {}
             Ok(None) => self.reply(encode_ack(reference, None)),
@@ -125,7 +125,7 @@ impl Session {
         }
         match self.gw.publish(&room, &event, "client").await {
             Ok(None) => self.reply(encode_ack(reference, None)),
-            Ok(Some(position)) => self.reply(encode_subscribed(
+            Ok(Some(position)) => self.reply(encode_ack_with_position(
                 reference,
                 &crate::protocol::Joined {
                     position,

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Redis CPU per durable event (FCALL wsgate_publish: XADD + HINCRBY + EXPIRE
+# + PUBLISH, in one function call) against a plain PUBLISH of the same
+# payload, in the same run, on a Redis of its own. One subscriber (a
+# redis-cli SUBSCRIBE) receives both, so both pay the same fan-out.
+#
+#   loadtest/bench/redis_history_cost.sh [events] [rounds]
+#
+# Prints one line per round and the median ratio. Needs redis-server,
+# redis-cli, redis-benchmark and a built gateway (target/release/wsgate),
+# which loads the Function library into this Redis.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+EVENTS=${1:-200000}
+ROUNDS=${2:-3}
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+WS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+DIR=$(mktemp -d)
+cleanup() { kill "${SUB:-}" "${REDIS:-}" "${NODE:-}" 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+
+[ -x target/release/wsgate ] || cargo build --release --bin wsgate
+redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$DIR" >/dev/null &
+REDIS=$!
+until redis-cli -p "$PORT" PING >/dev/null 2>&1; do sleep 0.05; done
+
+# A node loads the library on connect; then it is not needed.
+WSGATE_JWT_SECRET=redis-history-cost-secret-0123456789 WSGATE_LISTEN=127.0.0.1:$WS_PORT \
+  WSGATE_REDIS_URL=redis://127.0.0.1:$PORT WSGATE_HISTORY_NAMESPACES=org WSGATE_LOG=warn \
+  target/release/wsgate >/dev/null &
+NODE=$!
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WS_PORT/ready")" = 200 ]; do sleep 0.1; done
+kill "$NODE"; wait "$NODE" 2>/dev/null || true; NODE=
+redis-cli -p "$PORT" FUNCTION LIST LIBRARYNAME wsgate | grep -q wsgate_publish
+
+redis-cli -p "$PORT" SUBSCRIBE gw:org:bench >/dev/null &
+SUB=$!
+sleep 0.3
+
+PAYLOAD='{"event":"order:updated","data":{"id":7,"status":"shipped","items":[1,2,3],"note":"left at the door"}}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$REDIS/stat"; }
+# $1: commands per round trip (16: pipelined, as a busy client library
+# sends; 1: one command per round trip, as a request handler sends).
+measure() {
+  local pipeline=$1 before after
+  shift
+  before=$(cpu_ticks)
+  redis-benchmark -p "$PORT" -n "$EVENTS" -c 8 -P "$pipeline" -q "$@" >/dev/null
+  after=$(cpu_ticks)
+  echo $((after - before))
+}
+for pipeline in 16 1; do
+  ratios=()
+  for round in $(seq 1 "$ROUNDS"); do
+    plain=$(measure "$pipeline" PUBLISH gw:org:bench "$PAYLOAD")
+    durable=$(measure "$pipeline" FCALL wsgate_publish 1 gw:org:bench "$PAYLOAD")
+    # ticks are 10 ms: microseconds per event = ticks * 10000 / events
+    ratio=$(python3 -c "print(f'{$durable / max($plain, 1):.2f}')")
+    ratios+=("$ratio")
+    python3 -c "print(f'pipeline $pipeline, round $round: PUBLISH {$plain*10000/$EVENTS:.2f} us/event, FCALL wsgate_publish {$durable*10000/$EVENTS:.2f} us/event, ratio $ratio')"
+  done
+  printf '%s\n' "${ratios[@]}" | sort -n | awk -v p="$pipeline" '{a[NR]=$1} END {print "pipeline " p ": median ratio FCALL/PUBLISH " a[int((NR+1)/2)]}'
+done
+echo "history kept: $(redis-cli -p "$PORT" XLEN '{gw:org:bench}:h') entries (history.size 1000, MAXLEN ~)"
