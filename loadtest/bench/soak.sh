@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-1800}
-SOCKETS=${2:-2000}
-RATE=${3:-100}
-CHURN=${4:-20}
+SOCKETS=${2:-1000}
+RATE=${3:-50}
+CHURN=${4:-10}
 OUT=${OUT:-soak.report.md}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port); A_PORT=$(free_port); B_PORT=$(free_port)
@@ -39,4 +39,4 @@ for port in "$A_PORT" "$B_PORT"; do
 done
 "$LT" soak --url "ws://127.0.0.1:$A_PORT" --url "ws://127.0.0.1:$B_PORT" --secret "$SECRET" \
   --redis-url "redis://127.0.0.1:$REDIS_PORT" --sockets "$SOCKETS" --rate "$RATE" --churn-rate "$CHURN" \
-  --duration "$DURATION" --away 2 --rss-every 30 --server-pid "$A" --server-pid "$B" --quiet --out "$OUT"
+  --duration "$DURATION" --timeout $((DURATION + 300)) --settle 30 --away 2 --rss-every 30 --server-pid "$A" --server-pid "$B" --quiet --out "$OUT"
