@@ -12,28 +12,12 @@ SOCKETS=${1:-5000}
 EVENTS=${2:-400}
 RATE=${3:-500}
 ROUNDS=${4:-3}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-REDIS_PORT=$(free_port); P_PORT=$(free_port); D_PORT=$(free_port)
-DIR=$(mktemp -d)
 SECRET=fanout-secret-0123456789abcdef0123456789
-cleanup() { kill "${P:-}" "${D:-}" "${REDIS:-}" 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-WSGATE=${WSGATE:-target/release/wsgate}
-LT=${LT:-target/release/wsgate-loadtest}
-[ -x "$WSGATE" ] || cargo build --release --bin wsgate
-[ -x "$LT" ] || cargo build --release -p wsgate-loadtest --bin wsgate-loadtest
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$DIR" >/dev/null &
-REDIS=$!
-until redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1; do sleep 0.05; done
-WSGATE_JWT_SECRET=$SECRET WSGATE_LISTEN=127.0.0.1:$P_PORT WSGATE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-  WSGATE_LOG=warn "$WSGATE" >/dev/null 2>&1 &
-P=$!
-WSGATE_JWT_SECRET=$SECRET WSGATE_LISTEN=127.0.0.1:$D_PORT WSGATE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-  WSGATE_HISTORY_NAMESPACES=org WSGATE_LOG=warn "$WSGATE" >/dev/null 2>&1 &
-D=$!
-for port in "$P_PORT" "$D_PORT"; do
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ready")" = 200 ]; do sleep 0.1; done
-done
+source loadtest/bench/lib.sh
+build_binaries
+start_redis
+start_node p; P=$NODE_PID; P_PORT=$NODE_PORT
+start_node d WSGATE_HISTORY_NAMESPACES=org; D=$NODE_PID; D_PORT=$NODE_PORT
 run() { # url pid [--fcall]: CPU per delivery in microseconds
   "$LT" fanout --url "$1" --server-pid "$2" --secret "$SECRET" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     --sockets "$SOCKETS" --events "$EVENTS" --rate "$RATE" --quiet "${@:3}" | tail -1 |
