@@ -209,7 +209,7 @@ impl WirePosition {
     fn validate(self) -> Result<Position, String> {
         if !is_valid_epoch(&self.epoch) {
             return Err(format!(
-                "'epoch' must be the 1-{MAX_EPOCH_LEN} letters and digits the server sent"
+                "invalid 'since': 'epoch' must be the 1-{MAX_EPOCH_LEN} letters and digits the server sent"
             ));
         }
         Ok(Position {

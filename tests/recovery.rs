@@ -205,14 +205,7 @@ async fn the_api_reads_history_and_plain_publishes_stay_unnumbered() {
     for i in 1..=3 {
         api_publish(&node, "org:acme", json!({"i": i})).await;
     }
-    let history: Value = node
-        .api(reqwest::Method::GET, "/api/v1/rooms/org:acme/history?since=1&limit=10")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = api_history(&node, "org:acme", "since=1&limit=10").await;
     assert_eq!(history["meta"]["offset"], 3, "{history}");
     let offsets: Vec<u64> = history["data"]
         .as_array()
@@ -459,15 +452,19 @@ fn event(i: u64) -> String {
     json!({"event": "e", "data": {"i": i}}).to_string()
 }
 
-async fn epoch_of(node: &Node, room: &str) -> String {
-    let history: Value = node
-        .api(reqwest::Method::GET, &format!("/api/v1/rooms/{room}/history?limit=1"))
+/// `GET /api/v1/rooms/<room>/history?<query>`: the JSON body.
+async fn api_history(node: &Node, room: &str, query: &str) -> Value {
+    node.api(reqwest::Method::GET, &format!("/api/v1/rooms/{room}/history?{query}"))
         .send()
         .await
-        .unwrap()
+        .expect("history request")
         .json()
         .await
-        .unwrap();
+        .expect("history json")
+}
+
+async fn epoch_of(node: &Node, room: &str) -> String {
+    let history = api_history(node, room, "limit=1").await;
     history["meta"]["epoch"].as_str().expect("epoch").to_string()
 }
 

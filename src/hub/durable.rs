@@ -269,17 +269,9 @@ impl Tail {
         }
     }
 
-    pub fn known(&self) -> Option<&Position> {
+    #[cfg(test)]
+    fn known(&self) -> Option<&Position> {
         self.known.as_ref()
-    }
-
-    pub fn held_count(&self) -> usize {
-        self.held.len()
-    }
-
-    /// The held connections, for closing the room's members.
-    pub fn held_connections(&self) -> Vec<Arc<Connection>> {
-        self.held.iter().map(|h| h.conn.clone()).collect()
     }
 
     /// A live event from the broker.
@@ -708,7 +700,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(tail.held_count(), 0);
+        assert!(tail.held.is_empty());
     }
 
     #[test]

@@ -136,10 +136,6 @@ impl Hub {
         let _ = self.broker.set(Arc::downgrade(broker));
     }
 
-    pub fn tails(&self) -> &Tails {
-        &self.tails
-    }
-
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -185,9 +181,6 @@ impl Hub {
         let rooms = conn.take_rooms();
         for room in &rooms {
             self.remove_member(room, conn);
-            if let Some(tail) = self.tails.get(room.as_str()) {
-                durable::lock(&tail).remove_held(conn.id);
-            }
         }
         if let dashmap::Entry::Occupied(mut entry) = self.users.entry(conn.user_id.clone()) {
             entry.get_mut().retain(|c| c.id != conn.id);
@@ -276,9 +269,7 @@ impl Hub {
     /// A held connection's read failed: it leaves the room. True when the
     /// caller must release the room's subscription.
     pub fn abandon(&self, room: &RoomName, conn: &Connection) -> bool {
-        if let Some(tail) = self.tails.get(room.as_str()) {
-            durable::lock(&tail).remove_held(conn.id);
-        }
+        self.remove_member(room, conn);
         conn.remove_room(room)
     }
 
@@ -390,16 +381,18 @@ impl Hub {
     pub fn leave(&self, room: &RoomName, conn: &Connection) -> bool {
         if conn.remove_room(room) {
             self.remove_member(room, conn);
-            if let Some(tail) = self.tails.get(room.as_str()) {
-                durable::lock(&tail).remove_held(conn.id);
-            }
             true
         } else {
             false
         }
     }
 
+    /// Take `conn` out of `room`: from its shard's members, and from the
+    /// room's held joins if it was still joining.
     fn remove_member(&self, room: &RoomName, conn: &Connection) {
+        if let Some(tail) = self.tails.get(room.as_str()) {
+            durable::lock(&tail).remove_held(conn.id);
+        }
         let shard = self.shard(conn.id);
         let now_empty = match shard.rooms.get_mut(room) {
             Some(mut members) => {

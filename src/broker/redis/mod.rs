@@ -132,6 +132,15 @@ impl Shared {
         self.up.load(Ordering::SeqCst) || self.connected()
     }
 
+    /// The room's channel, when a command on the publisher can be sent now.
+    fn channel_to_publish(&self, room: &RoomName) -> Result<String, BrokerError> {
+        if self.can_publish() {
+            Ok(room_channel(&self.prefix, room.as_str()))
+        } else {
+            Err(BrokerError::Unavailable)
+        }
+    }
+
     async fn with_timeout<T>(&self, f: impl Future<Output = Result<T, Error>>) -> Result<T, BrokerError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(result) => result.map_err(backend),
@@ -290,10 +299,7 @@ impl Broker for RedisBroker {
     fn publish<'a>(&'a self, room: &'a RoomName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>> {
         async move {
             let shared = &self.shared;
-            if !shared.can_publish() {
-                return Err(BrokerError::Unavailable);
-            }
-            let channel = room_channel(&shared.prefix, room.as_str());
+            let channel = shared.channel_to_publish(room)?;
             shared
                 .with_timeout(shared.publisher.publish::<i64, _, _>(channel, payload))
                 .await
@@ -309,10 +315,7 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<Position, BrokerError>> {
         async move {
             let shared = &self.shared;
-            if !shared.can_publish() {
-                return Err(BrokerError::Unavailable);
-            }
-            let channel = room_channel(&shared.prefix, room.as_str());
+            let channel = shared.channel_to_publish(room)?;
             shared
                 .with_timeout(functions::append(&shared.publisher, channel, payload))
                 .await
@@ -329,10 +332,7 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
         async move {
             let shared = &self.shared;
-            if !shared.can_publish() {
-                return Err(BrokerError::Unavailable);
-            }
-            let channel = room_channel(&shared.prefix, room.as_str());
+            let channel = shared.channel_to_publish(room)?;
             shared
                 .with_timeout(functions::history(&shared.publisher, channel, since, limit, max_gap))
                 .await
