@@ -328,7 +328,7 @@ impl Signer {
             claims.insert(self.claims.roles.clone(), Value::from(request.roles.clone()));
         }
         claims.insert("iat".into(), Value::from(now));
-        claims.insert("exp".into(), Value::from(now + request.ttl_s));
+        claims.insert("exp".into(), Value::from(now.saturating_add(request.ttl_s)));
         if let Some(iss) = &request.issuer {
             claims.insert("iss".into(), Value::from(iss.clone()));
         }

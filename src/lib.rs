@@ -16,7 +16,7 @@
 //! | [`metrics`] | metric names, descriptions, the Prometheus recorder |
 //! | [`server`] | the listener, HTTP connections, the drain on SIGTERM |
 //! | [`tls`] | optional rustls on the listener |
-//! | [`http`] | routes: the upgrade, `/health` `/ready` `/metrics`, `/api/v1` |
+//! | [`http`] | routes: the upgrade, `/health` `/ready` `/metrics`, `/api/v1`, `/v1/client.js`, the dev demo |
 //! | [`gateway`] | the node's shared state and its join/leave/publish |
 //! | [`auth`] | JWT → [`auth::Identity`] and its own rooms; token signing |
 //! | [`permissions`] | roles → grants, the room rules |
@@ -28,6 +28,7 @@
 //! | [`limits`] | token buckets for client frames and handshakes per IP |
 //! | [`close`] | close reasons → close codes and metric labels |
 //! | [`shutdown`] | the drain signal and the task tracker |
+//! | [`fingerprint`] | content hashes that version generated and embedded files |
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod broker;
 pub mod cli;
 pub mod close;
 pub mod config;
+pub mod fingerprint;
 pub mod gateway;
 pub mod http;
 pub mod hub;

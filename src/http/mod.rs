@@ -4,8 +4,12 @@
 //! - [`upgrade`]: `GET /v1/ws`, every check that happens before the upgrade.
 //! - [`ops`]: `/health`, `/ready`, `/metrics`.
 //! - [`api`]: the versioned server API under `/api/v1/`.
+//! - [`assets`]: files embedded at build time, `/v1/client.js`.
+//! - [`dev`]: the demo page `/` and `/dev/token`, dev config only.
 
 pub mod api;
+pub mod assets;
+pub mod dev;
 pub mod ops;
 pub mod upgrade;
 
@@ -31,8 +35,11 @@ pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr)
         (&Method::GET, "/health") => ops::health(),
         (&Method::GET, "/ready") => ops::ready(&gw),
         (&Method::GET, "/metrics") => ops::metrics(&gw),
+        (&Method::GET, "/v1/client.js") => assets::CLIENT_JS.serve(req.headers()),
+        (&Method::GET, "/") => dev::demo_page(&gw, &req),
+        (&Method::GET, "/dev/token") => dev::token(&gw, &req),
         (_, p) if p.starts_with("/api/v1/") || p == "/api/v1" => api::handle(gw, req).await,
-        (_, "/v1/ws" | "/health" | "/ready" | "/metrics") => error(
+        (_, "/v1/ws" | "/health" | "/ready" | "/metrics" | "/v1/client.js") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed",

@@ -33,7 +33,7 @@ pub fn library(prefix: &str, history: &HistoryConfig) -> (String, String) {
         .replace("{{POSITION_TTL}}", &position_ttl.to_string())
         .replace("{{ALL}}", if all { "true" } else { "false" })
         .replace("{{NAMESPACES}}", &namespaces.join(", "));
-    let version = format!("1-{:016x}", fnv1a(body.as_bytes()));
+    let version = format!("1-{:016x}", crate::fingerprint::fnv1a(body.as_bytes()));
     (body.replace("{{VERSION}}", &version), version)
 }
 
@@ -41,12 +41,6 @@ pub fn library(prefix: &str, history: &HistoryConfig) -> (String, String) {
 /// Lua string cannot hold as is.
 fn lua_string_body(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\'', "\\'")
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// `FUNCTION LOAD REPLACE` the library.

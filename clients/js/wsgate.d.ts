@@ -1,0 +1,133 @@
+// TypeScript declarations for wsgate.js (the wsgate browser client).
+
+export type ConnectionState = "connecting" | "connected" | "disconnected" | "closed";
+
+export declare const State: {
+  readonly CONNECTING: "connecting";
+  readonly CONNECTED: "connected";
+  readonly DISCONNECTED: "disconnected";
+  readonly CLOSED: "closed";
+};
+
+/** Where a durable room stood after event `offset` (docs/PROTOCOL.md §10). */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/** An event frame, exactly as the server sent it. */
+export interface GatewayEvent<T = unknown> {
+  type: "event";
+  room: string;
+  event: string;
+  data: T;
+  /** Durable rooms only. */
+  offset?: number;
+  epoch?: string;
+  /** The user id of the client that published it, when a client did. */
+  from?: string;
+  /** The backend's id, when it gave one. */
+  id?: string;
+}
+
+export interface Welcome {
+  type: "welcome";
+  conn_id: string;
+  user_id: string;
+  rooms: string[];
+  expires_at: number;
+  heartbeat_s: number;
+  positions?: Record<string, Position>;
+  recovered?: Record<string, boolean>;
+}
+
+export interface StateChange {
+  state: ConnectionState;
+  previous: ConnectionState;
+  code?: number;
+  reason?: string;
+  willReconnect?: boolean;
+  wasConnected?: boolean;
+  connId?: string;
+}
+
+export interface Reset {
+  room: string;
+  /** The position to continue from after reloading the room's state. */
+  position: Position | null;
+}
+
+export interface GatewayOptions {
+  /** Returns a fresh JWT; called on every (re)connect and before expiry. */
+  getToken: () => string | Promise<string>;
+  /** Back-off floor and ceiling (full jitter). Defaults 500 and 20000. */
+  minReconnectDelayMs?: number;
+  maxReconnectDelayMs?: number;
+  /** The first retry after a 1012 waits at most this long. Default 250. */
+  drainReconnectDelayMs?: number;
+  /** How long a command (and the welcome) may take. Default 10000. */
+  timeoutMs?: number;
+  /** A connection up this long resets the back-off. Default 5000. */
+  stableAfterMs?: number;
+  /** Refresh when this share of the token's life is left. Default 0.25. */
+  refreshLeadFraction?: number;
+  /** ...but never earlier than this before expiry. Default 30000. */
+  maxRefreshLeadMs?: number;
+  /** Log to console.debug. */
+  debug?: boolean;
+}
+
+export interface SubscribeOptions<T = unknown> {
+  onEvent?: (event: GatewayEvent<T>) => void;
+  onReset?: (reset: Reset) => void;
+  /** Resume from a stored position (e.g. after a page reload). */
+  since?: Position;
+  timeoutMs?: number;
+}
+
+export interface PublishOptions {
+  /** false: the publishing connection does not get its own event. */
+  echo?: boolean;
+  timeoutMs?: number;
+}
+
+export interface GatewayEvents {
+  event: GatewayEvent;
+  state: StateChange;
+  reset: Reset;
+  error: GatewayError;
+  connected: Welcome;
+}
+
+export declare class GatewayError extends Error {
+  /** A protocol error code, or "disconnected", "closed", "timeout", "token", "policy". */
+  readonly code: string;
+}
+export declare class ReplyError extends GatewayError {}
+export declare class DisconnectedError extends GatewayError {}
+export declare class ClosedError extends GatewayError {}
+export declare class TimeoutError extends GatewayError {}
+
+export declare class Gateway {
+  constructor(url: string, options: GatewayOptions);
+  readonly url: string;
+  readonly state: ConnectionState;
+  /** The last welcome, or null before the first. */
+  readonly session: Welcome | null;
+  readonly stats: { connects: number; duplicatesDropped: number; resets: number };
+
+  on<K extends keyof GatewayEvents>(name: K, fn: (value: GatewayEvents[K]) => void): () => void;
+  off<K extends keyof GatewayEvents>(name: K, fn: (value: GatewayEvents[K]) => void): void;
+
+  connect(): void;
+  close(): void;
+
+  subscribe<T = unknown>(room: string, options?: SubscribeOptions<T>): Promise<Position | null>;
+  unsubscribe(room: string): Promise<void>;
+  publish(room: string, event: string, data?: unknown, options?: PublishOptions): Promise<Position | null>;
+
+  position(room: string): Position | null;
+  positions(): Record<string, Position>;
+}
+
+export default Gateway;

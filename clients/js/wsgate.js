@@ -1,0 +1,681 @@
+// wsgate browser client: one ES module, no dependencies.
+//
+// It keeps one WebSocket to a wsgate node and makes it look like it never
+// drops: it authenticates with the auth frame (the token never goes in the
+// URL), refreshes the token in-band before it expires, reconnects with
+// full-jitter exponential back-off, resumes every durable room from its last
+// position and drops duplicates by offset. The wire protocol it speaks is
+// docs/PROTOCOL.md in the wsgate repository (§1 connecting, §2 frames, §4
+// close codes, §10 history and recovery).
+//
+// Served by every node at GET /v1/client.js; the same file is clients/js/
+// in the repository, with TypeScript declarations beside it.
+
+/** The connection states, in the order a connection goes through them. */
+export const State = Object.freeze({
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  DISCONNECTED: "disconnected",
+  CLOSED: "closed",
+});
+
+/** Every error this client rejects a promise with or emits. */
+export class GatewayError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "GatewayError";
+    /** A protocol error code (§4), or "disconnected", "closed", "timeout", "token". */
+    this.code = code;
+  }
+}
+
+/** The server answered a command with an `error` frame; `code` is its code. */
+export class ReplyError extends GatewayError {
+  constructor(code, message) {
+    super(code, message);
+    this.name = "ReplyError";
+  }
+}
+
+/** The connection closed before the command was answered. It may or may not have taken effect. */
+export class DisconnectedError extends GatewayError {
+  constructor(message = "connection closed before the reply") {
+    super("disconnected", message);
+    this.name = "DisconnectedError";
+  }
+}
+
+/** `close()` was called: the command was abandoned. */
+export class ClosedError extends GatewayError {
+  constructor(message = "client closed") {
+    super("closed", message);
+    this.name = "ClosedError";
+  }
+}
+
+/** No reply within `timeoutMs`. */
+export class TimeoutError extends GatewayError {
+  constructor(message = "no reply in time") {
+    super("timeout", message);
+    this.name = "TimeoutError";
+  }
+}
+
+const DEFAULTS = Object.freeze({
+  minReconnectDelayMs: 500,
+  maxReconnectDelayMs: 20000,
+  // After a 1012 (a node draining for a deploy) the first retry waits at
+  // most this long: the node already spread its closes over drain_s.
+  drainReconnectDelayMs: 250,
+  timeoutMs: 10000,
+  // A connection that stays up this long resets the back-off.
+  stableAfterMs: 5000,
+  // Refresh when this much of the token's remaining life is left (capped
+  // at maxRefreshLeadMs), so a short token is refreshed well before expiry.
+  refreshLeadFraction: 0.25,
+  maxRefreshLeadMs: 30000,
+  debug: false,
+});
+
+// Close codes after which reconnecting at once would only repeat the
+// refusal (§4): the client waits until the app calls connect() again.
+const STOP_CODES = new Set([1002, 1003, 1007, 1008, 4008]);
+// The client's own close when the server stopped answering pings.
+const CLOSE_NO_PONG = 4000;
+
+/**
+ * One connection to wsgate. Create it, register listeners, `connect()`.
+ *
+ *   const gw = new Gateway("wss://rt.example.com/v1/ws", { getToken });
+ *   gw.on("event", (e) => console.log(e.room, e.event, e.data));
+ *   gw.connect();
+ *   await gw.subscribe("orders:123", { onEvent: render });
+ */
+export class Gateway {
+  constructor(url, options = {}) {
+    if (typeof options.getToken !== "function") {
+      throw new TypeError("Gateway needs options.getToken: an async function returning a JWT");
+    }
+    this.url = String(url);
+    this.options = { ...DEFAULTS, ...options };
+    this.state = State.DISCONNECTED;
+    /** The last welcome: conn_id, user_id, rooms, expires_at, heartbeat_s. */
+    this.session = null;
+    /** Counters worth showing in a debug panel. */
+    this.stats = { connects: 0, duplicatesDropped: 0, resets: 0 };
+
+    this._listeners = { event: [], state: [], reset: [], error: [], connected: [] };
+    // room → { offset, epoch }: where each durable room stood after the
+    // last event handed to the app. Mutated in place per event.
+    this._positions = new Map();
+    // room → subscription asked for by the app (not the token's own rooms).
+    this._subscriptions = new Map();
+    // ref → pending command { resolve, reject, timer, kind, room }.
+    this._pending = new Map();
+    // Commands that wait for the connection (sent on welcome).
+    this._queued = [];
+    this._nextRef = 1;
+    this._ws = null;
+    this._attempt = 0;
+    this._wantConnected = false;
+    // Set by a close code that says "don't come back at once" (1008, 4008):
+    // commands fail fast until the app calls connect() again.
+    this._stopped = false;
+    this._timers = { reconnect: null, refresh: null, heartbeat: null, stable: null, connect: null };
+    this._lastFrameAt = 0;
+    this._onOnline = () => this._online();
+    this._onOffline = () => this._offline();
+  }
+
+  /** Listen to "event" | "state" | "reset" | "error" | "connected". Returns a function that removes the listener. */
+  on(name, fn) {
+    const list = this._listeners[name];
+    if (!list) throw new TypeError(`unknown event ${name}`);
+    // Copy on write: dispatch iterates the array without copying it.
+    this._listeners[name] = [...list, fn];
+    return () => this.off(name, fn);
+  }
+
+  off(name, fn) {
+    const list = this._listeners[name];
+    if (list) this._listeners[name] = list.filter((f) => f !== fn);
+  }
+
+  /** Open the connection (again, after close() or a stop). Idempotent. */
+  connect() {
+    this._wantConnected = true;
+    this._stopped = false;
+    if (globalThis.addEventListener) {
+      globalThis.addEventListener("online", this._onOnline);
+      globalThis.addEventListener("offline", this._onOffline);
+    }
+    if (this._ws || this._timers.reconnect) return;
+    this._attempt = 0;
+    this._open();
+  }
+
+  /** Close for good: no reconnect; pending commands reject with ClosedError. */
+  close() {
+    this._wantConnected = false;
+    if (globalThis.removeEventListener) {
+      globalThis.removeEventListener("online", this._onOnline);
+      globalThis.removeEventListener("offline", this._onOffline);
+    }
+    this._clearTimers();
+    this._dropSocket(1000, "client closed");
+    this._failAll(() => new ClosedError());
+    this._setState(State.CLOSED, { code: 1000, reason: "client closed" });
+  }
+
+  /**
+   * Join a room beyond the token's own. Resolves with the room's position
+   * once the server acked (durable rooms), or null. The subscription is kept
+   * across reconnects and resumed from its last position; `onEvent` gets its
+   * events, `onReset` is called when it comes back `recovered:false`.
+   */
+  subscribe(room, { onEvent, onReset, since, timeoutMs } = {}) {
+    room = String(room);
+    const existing = this._subscriptions.get(room);
+    const sub = existing ?? { room, onEvent: null, onReset: null };
+    if (onEvent) sub.onEvent = onEvent;
+    if (onReset) sub.onReset = onReset;
+    this._subscriptions.set(room, sub);
+    if (since && since.epoch !== undefined && !this._positions.has(room)) {
+      this._positions.set(room, { offset: Number(since.offset), epoch: String(since.epoch) });
+    }
+    if (this._isTokenRoom(room) && this.state === State.CONNECTED) {
+      return Promise.resolve(this.position(room));
+    }
+    return this._command({ kind: "subscribe", room }, timeoutMs).then((ack) => this._subscribed(room, ack), (err) => {
+      // A refusal (forbidden, bad_request) ends the subscription; a
+      // disconnect keeps it, so it is resumed on the next connection.
+      if (err instanceof ReplyError || err instanceof TimeoutError) this._subscriptions.delete(room);
+      throw err;
+    });
+  }
+
+  /** Leave a room joined with subscribe(). Resolves when the server acked (or at once when offline). */
+  unsubscribe(room) {
+    room = String(room);
+    if (!this._subscriptions.delete(room)) return Promise.resolve();
+    if (!this._isTokenRoom(room)) this._positions.delete(room);
+    if (this.state !== State.CONNECTED || this._isTokenRoom(room)) return Promise.resolve();
+    return this._command({ kind: "unsubscribe", room }).then(
+      () => undefined,
+      (err) => {
+        if (err instanceof ReplyError && err.code === "not_found") return undefined;
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * Publish into a room (the token's roles must grant it). Resolves with the
+   * event's position in a durable room, else null. Waits for the connection
+   * when called while (re)connecting; rejects with DisconnectedError if the
+   * socket closes before the ack: the event may or may not have been sent.
+   */
+  publish(room, event, data = null, { echo = true, timeoutMs } = {}) {
+    const frame = { kind: "publish", room: String(room), event: String(event), data };
+    if (!echo) frame.echo = false;
+    return this._command(frame, timeoutMs).then((ack) => ack.position ?? null);
+  }
+
+  /** The last position of a durable room ({offset, epoch}), or null. Store it to resume after a page reload. */
+  position(room) {
+    const p = this._positions.get(room);
+    return p ? { offset: p.offset, epoch: p.epoch } : null;
+  }
+
+  /** Every known position, as the `since` map of the protocol. */
+  positions() {
+    const out = {};
+    for (const [room, p] of this._positions) out[room] = { offset: p.offset, epoch: p.epoch };
+    return out;
+  }
+
+  // ---- connection lifecycle ------------------------------------------------
+
+  async _open() {
+    this._timers.reconnect = null;
+    if (!this._wantConnected) return;
+    if (globalThis.navigator && globalThis.navigator.onLine === false) {
+      // Back when the browser says it is online again.
+      this._setState(State.DISCONNECTED, { reason: "offline" });
+      return;
+    }
+    this._setState(State.CONNECTING, {});
+    let token;
+    try {
+      token = await this.options.getToken();
+      if (typeof token !== "string" || token === "") throw new Error("getToken() returned no token");
+    } catch (cause) {
+      this._emit("error", new GatewayError("token", `getToken failed: ${cause?.message ?? cause}`));
+      this._scheduleReconnect(null);
+      return;
+    }
+    if (!this._wantConnected || this._ws) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (cause) {
+      this._emit("error", new GatewayError("bad_request", `cannot open ${this.url}: ${cause?.message ?? cause}`));
+      this._wantConnected = false;
+      this._setState(State.DISCONNECTED, { reason: "bad url" });
+      return;
+    }
+    this._ws = ws;
+    this._log("connecting", this.url);
+    this._timers.connect = setTimeout(() => {
+      this._log("no welcome in time");
+      this._dropSocket(CLOSE_NO_PONG, "no welcome in time");
+      this._afterClose(1006, "no welcome in time");
+    }, this.options.timeoutMs);
+    ws.onopen = () => {
+      const auth = { type: "auth", token };
+      const since = this._tokenRoomPositions();
+      if (since) auth.since = since;
+      ws.send(JSON.stringify(auth));
+    };
+    ws.onmessage = (message) => this._onFrame(message.data);
+    ws.onclose = (close) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      this._afterClose(close.code, close.reason);
+    };
+    ws.onerror = () => {
+      // Always followed by a close event; the close decides what happens.
+    };
+  }
+
+  _afterClose(code, reason) {
+    this._clearTimers();
+    this._ws = null;
+    const wasConnected = this.state === State.CONNECTED;
+    this._log("closed", code, reason);
+    // Commands in flight may or may not have taken effect: reject them.
+    // Queued ones (not sent yet) wait for the next connection.
+    for (const [ref, pending] of this._pending) {
+      if (pending.sent) {
+        this._pending.delete(ref);
+        clearTimeout(pending.timer);
+        if (pending.kind === "subscribe" && this._subscriptions.has(pending.room)) {
+          // The subscription outlives the socket: re-queue it.
+          pending.sent = false;
+          this._pending.set(ref, pending);
+          this._queued.push(ref);
+          pending.timer = this._timeout(ref, pending.timeoutMs);
+        } else {
+          pending.reject(new DisconnectedError(`connection closed (${code}${reason ? ` ${reason}` : ""})`));
+        }
+      }
+    }
+    if (!this._wantConnected) return;
+    if (STOP_CODES.has(code) || (code === 1000 && !/heartbeat/i.test(reason ?? ""))) {
+      // The server asked us not to come back at once (§4).
+      this._wantConnected = false;
+      this._stopped = true;
+      this._failAll(() => new DisconnectedError(`closed by the server (${code} ${reason ?? ""})`));
+      this._emit("error", new GatewayError(code === 1000 ? "disconnected" : "policy", `closed with ${code}: ${reason ?? ""}`));
+      this._setState(State.DISCONNECTED, { code, reason, willReconnect: false });
+      return;
+    }
+    if (code === 1012) this._attempt = 0;
+    this._setState(State.DISCONNECTED, { code, reason, willReconnect: true, wasConnected });
+    this._scheduleReconnect(code);
+  }
+
+  _scheduleReconnect(code) {
+    if (!this._wantConnected || this._timers.reconnect) return;
+    const o = this.options;
+    // Full jitter: uniform in [0, min(max, min·2^attempt)].
+    const cap =
+      code === 1012 && this._attempt === 0
+        ? o.drainReconnectDelayMs
+        : Math.min(o.maxReconnectDelayMs, o.minReconnectDelayMs * 2 ** Math.min(this._attempt, 30));
+    this._attempt += 1;
+    const delay = Math.random() * cap;
+    this._log("reconnect in", Math.round(delay), "ms");
+    this._timers.reconnect = setTimeout(() => this._open(), delay);
+  }
+
+  _online() {
+    if (!this._wantConnected || this._ws) return;
+    clearTimeout(this._timers.reconnect);
+    this._timers.reconnect = null;
+    this._attempt = 0;
+    this._open();
+  }
+
+  _offline() {
+    if (!this._ws) return;
+    // The socket is dead or about to be; don't wait for a timeout to say so.
+    this._dropSocket(1000, "browser offline");
+    this._afterClose(1006, "browser offline");
+  }
+
+  _dropSocket(code, reason) {
+    const ws = this._ws;
+    this._ws = null;
+    if (!ws) return;
+    ws.onclose = ws.onmessage = ws.onopen = null;
+    try {
+      ws.close(code, reason);
+    } catch {
+      ws.close();
+    }
+  }
+
+  _clearTimers() {
+    for (const name of Object.keys(this._timers)) {
+      clearTimeout(this._timers[name]);
+      clearInterval(this._timers[name]);
+      this._timers[name] = null;
+    }
+  }
+
+  _setState(state, detail) {
+    if (this.state === state && state !== State.DISCONNECTED) return;
+    const previous = this.state;
+    this.state = state;
+    this._emit("state", { state, previous, ...detail });
+  }
+
+  // ---- frames in -----------------------------------------------------------
+
+  _onFrame(text) {
+    this._lastFrameAt = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      this._emit("error", new GatewayError("bad_request", "the server sent a frame that is not JSON"));
+      return;
+    }
+    switch (frame.type) {
+      case "event":
+        this._onEvent(frame);
+        break;
+      case "ack":
+      case "pong":
+        this._settle(frame.ref, frame, null);
+        break;
+      case "error":
+        if (frame.ref !== undefined && this._pending.has(frame.ref)) {
+          this._settle(frame.ref, null, new ReplyError(frame.code, frame.message));
+        } else {
+          this._emit("error", new ReplyError(frame.code, frame.message));
+        }
+        break;
+      case "welcome":
+        this._onWelcome(frame);
+        break;
+      default:
+        // A newer server may add frame types: ignore what we don't know.
+        break;
+    }
+  }
+
+  _onEvent(frame) {
+    const offset = frame.offset;
+    if (offset !== undefined) {
+      const known = this._positions.get(frame.room);
+      if (known === undefined) {
+        this._positions.set(frame.room, { offset, epoch: frame.epoch });
+      } else if (known.epoch === frame.epoch) {
+        if (offset <= known.offset) {
+          // Already handed to the app (a resume overlapping live delivery).
+          this.stats.duplicatesDropped += 1;
+          return;
+        }
+        known.offset = offset;
+      } else {
+        known.offset = offset;
+        known.epoch = frame.epoch;
+      }
+    }
+    const sub = this._subscriptions.get(frame.room);
+    if (sub !== undefined && sub.onEvent !== null) this._call(sub.onEvent, frame);
+    const listeners = this._listeners.event;
+    for (let i = 0; i < listeners.length; i++) this._call(listeners[i], frame);
+  }
+
+  _onWelcome(welcome) {
+    clearTimeout(this._timers.connect);
+    this._timers.connect = null;
+    this.session = welcome;
+    this.stats.connects += 1;
+    const recovered = welcome.recovered ?? {};
+    const positions = welcome.positions ?? {};
+    for (const room of welcome.rooms ?? []) {
+      const given = positions[room];
+      if (given === undefined) continue;
+      const known = this._positions.get(room);
+      if (known === undefined) {
+        this._positions.set(room, { offset: given.offset, epoch: given.epoch });
+      } else if (recovered[room] === false) {
+        this._reset(room, given);
+      }
+      // recovered:true: keep ours; the missed events follow the welcome.
+    }
+    this._scheduleRefresh(welcome.expires_at);
+    this._startHeartbeat(welcome.heartbeat_s);
+    this._timers.stable = setTimeout(() => {
+      this._attempt = 0;
+    }, this.options.stableAfterMs);
+    this._setState(State.CONNECTED, { connId: welcome.conn_id });
+    this._emit("connected", welcome);
+    // Re-join the app's rooms, then send what waited for the connection.
+    const queuedRooms = new Set();
+    for (const ref of this._queued) {
+      const p = this._pending.get(ref);
+      if (p && p.kind === "subscribe") queuedRooms.add(p.room);
+    }
+    for (const room of this._subscriptions.keys()) {
+      if (!this._isTokenRoom(room) && !queuedRooms.has(room)) this._resubscribe(room);
+    }
+    const queued = this._queued;
+    this._queued = [];
+    for (const ref of queued) this._send(ref);
+  }
+
+  _reset(room, position) {
+    const known = this._positions.get(room);
+    if (known) {
+      known.offset = position.offset;
+      known.epoch = position.epoch;
+    } else {
+      this._positions.set(room, { offset: position.offset, epoch: position.epoch });
+    }
+    this.stats.resets += 1;
+    const sub = this._subscriptions.get(room);
+    if (sub && sub.onReset) this._call(sub.onReset, { room, position: this.position(room) });
+    this._emit("reset", { room, position: this.position(room) });
+  }
+
+  _resubscribe(room) {
+    this._command({ kind: "subscribe", room }).then(
+      (ack) => this._subscribed(room, ack),
+      (err) => {
+        if (err instanceof ReplyError && err.code === "bad_request" && this._positions.has(room)) {
+          // Our position is not valid there any more (e.g. ahead of a
+          // restored Redis): join afresh and tell the app to reload.
+          this._positions.delete(room);
+          this._command({ kind: "subscribe", room }).then(
+            (ack) => {
+              this._subscribed(room, ack);
+              if (ack.position) this._reset(room, ack.position);
+            },
+            (e) => this._emit("error", e),
+          );
+          return;
+        }
+        if (err instanceof ReplyError) this._subscriptions.delete(room);
+        if (!(err instanceof DisconnectedError || err instanceof ClosedError)) this._emit("error", err);
+      },
+    );
+  }
+
+  _subscribed(room, ack) {
+    if (ack.position) {
+      const known = this._positions.get(room);
+      if (known === undefined) this._positions.set(room, { offset: ack.position.offset, epoch: ack.position.epoch });
+      else if (ack.recovered === false) this._reset(room, ack.position);
+    }
+    return this.position(room);
+  }
+
+  // ---- frames out ----------------------------------------------------------
+
+  _command(fields, timeoutMs) {
+    if (this.state === State.CLOSED) return Promise.reject(new ClosedError());
+    if (this._stopped) return Promise.reject(new DisconnectedError("stopped by the server: call connect() first"));
+    const ref = String(this._nextRef++);
+    return new Promise((resolve, reject) => {
+      const pending = { ...fields, resolve, reject, sent: false, timeoutMs: timeoutMs ?? this.options.timeoutMs };
+      pending.timer = this._timeout(ref, pending.timeoutMs);
+      this._pending.set(ref, pending);
+      if (this.state === State.CONNECTED) this._send(ref);
+      else this._queued.push(ref);
+    });
+  }
+
+  _timeout(ref, ms) {
+    return setTimeout(() => {
+      const pending = this._pending.get(ref);
+      if (!pending) return;
+      this._pending.delete(ref);
+      this._queued = this._queued.filter((r) => r !== ref);
+      pending.reject(new TimeoutError(`no reply to ${pending.kind} within ${ms} ms`));
+    }, ms);
+  }
+
+  _send(ref) {
+    const pending = this._pending.get(ref);
+    if (!pending || !this._ws) return;
+    const frame = { type: pending.kind, ref };
+    if (pending.room !== undefined) frame.room = pending.room;
+    if (pending.kind === "subscribe") {
+      const known = this._positions.get(pending.room);
+      if (known) frame.since = { offset: known.offset, epoch: known.epoch };
+    } else if (pending.kind === "publish") {
+      frame.event = pending.event;
+      frame.data = pending.data;
+      if (pending.echo === false) frame.echo = false;
+    } else if (pending.kind === "refresh") {
+      frame.token = pending.token;
+    }
+    pending.sent = true;
+    this._ws.send(JSON.stringify(frame));
+  }
+
+  _settle(ref, value, error) {
+    const pending = ref === undefined ? undefined : this._pending.get(ref);
+    if (!pending) return;
+    this._pending.delete(ref);
+    clearTimeout(pending.timer);
+    if (error) pending.reject(error);
+    else pending.resolve(value);
+  }
+
+  _failAll(makeError) {
+    for (const pending of this._pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(makeError());
+    }
+    this._pending.clear();
+    this._queued = [];
+  }
+
+  // ---- token refresh and heartbeat ----------------------------------------
+
+  _scheduleRefresh(expiresAt) {
+    clearTimeout(this._timers.refresh);
+    if (typeof expiresAt !== "number") return;
+    const remaining = expiresAt * 1000 - Date.now();
+    const lead = Math.min(this.options.maxRefreshLeadMs, Math.max(0, remaining) * this.options.refreshLeadFraction);
+    const delay = Math.max(0, remaining - lead);
+    // setTimeout holds at most 2^31-1 ms; a longer wait is re-armed.
+    const capped = Math.min(delay, 2 ** 31 - 1);
+    this._timers.refresh = setTimeout(() => {
+      if (capped < delay) this._scheduleRefresh(expiresAt);
+      else this._refresh();
+    }, capped);
+  }
+
+  async _refresh() {
+    let token;
+    try {
+      token = await this.options.getToken();
+    } catch (cause) {
+      // The server closes with 4001 at expiry; the reconnect asks again.
+      this._emit("error", new GatewayError("token", `getToken failed: ${cause?.message ?? cause}`));
+      return;
+    }
+    if (this.state !== State.CONNECTED) return;
+    try {
+      const ack = await this._command({ kind: "refresh", token });
+      if (this.session) this.session.expires_at = ack.expires_at;
+      this._scheduleRefresh(ack.expires_at);
+    } catch (err) {
+      if (!(err instanceof DisconnectedError || err instanceof ClosedError)) this._emit("error", err);
+    }
+  }
+
+  _startHeartbeat(heartbeatS) {
+    clearInterval(this._timers.heartbeat);
+    const intervalMs = Math.max(1, Number(heartbeatS) || 25) * 1000;
+    // The server pings us; browsers hide those pings, so we ping too, and a
+    // server silent for two intervals is taken for gone.
+    this._timers.heartbeat = setInterval(() => {
+      if (Date.now() - this._lastFrameAt >= 2 * intervalMs) {
+        this._log("server silent for two heartbeats");
+        this._dropSocket(CLOSE_NO_PONG, "no pong");
+        this._afterClose(1006, "no pong");
+        return;
+      }
+      if (Date.now() - this._lastFrameAt >= intervalMs) {
+        this._command({ kind: "ping" }).catch(() => {});
+      }
+    }, intervalMs);
+  }
+
+  // ---- helpers -------------------------------------------------------------
+
+  _isTokenRoom(room) {
+    return this.session !== null && Array.isArray(this.session.rooms) && this.session.rooms.includes(room);
+  }
+
+  _tokenRoomPositions() {
+    if (!this.session) return null;
+    let since = null;
+    for (const room of this.session.rooms ?? []) {
+      const p = this._positions.get(room);
+      if (p) (since ??= {})[room] = { offset: p.offset, epoch: p.epoch };
+    }
+    return since;
+  }
+
+  _emit(name, value) {
+    const list = this._listeners[name];
+    for (let i = 0; i < list.length; i++) this._call(list[i], value);
+    if (name === "error" && list.length === 0) this._log("error", value);
+  }
+
+  _call(fn, value) {
+    try {
+      fn(value);
+    } catch (err) {
+      // An app listener that throws must not break the connection.
+      setTimeout(() => {
+        throw err;
+      });
+    }
+  }
+
+  _log(...args) {
+    if (this.options.debug) console.debug("[wsgate]", ...args);
+  }
+}
+
+export default Gateway;
