@@ -13,7 +13,7 @@ use wsgate::auth::{Signer, TokenRequest, Verifier};
 use wsgate::broker::{EventSink, HistoryPage, Position, history};
 use wsgate::config::{ClaimNames, HistoryConfig, JwtConfig, Secret};
 use wsgate::hub::durable::Tails;
-use wsgate::hub::{Admission, Batch, Connection, Hub, Settled};
+use wsgate::hub::{Admission, Batch, Connection, Hub, Settled, Transport};
 use wsgate::protocol::{BackendEvent, encode_event};
 use wsgate::room::RoomName;
 
@@ -60,7 +60,9 @@ fn hub_with_room(members: usize, shards: usize, room: &RoomName, durable: bool) 
     let hub = Hub::new("bench".into(), shards, usize::MAX, 0, "memory", tails);
     let conns: Vec<Arc<Connection>> = (0..members)
         .map(|i| {
-            let conn = hub.register(Arc::from(i.to_string()), addr()).expect("no limit");
+            let conn = hub
+                .register(Arc::from(i.to_string()), addr(), Transport::WebSocket)
+                .expect("no limit");
             if let Admission::Held = hub.admit(room, &conn, None, |_| None) {
                 // A durable room's first join reads its position: here, offset 0.
                 let page = HistoryPage {
@@ -162,7 +164,9 @@ fn join_leave(c: &mut Criterion) {
     let room = RoomName::new("org:acme").expect("room");
     for members in [10usize, 10_000] {
         let (hub, _conns) = hub_with_room(members, 2, &room, false);
-        let newcomer = hub.register(Arc::from("newcomer"), addr()).expect("no limit");
+        let newcomer = hub
+            .register(Arc::from("newcomer"), addr(), Transport::WebSocket)
+            .expect("no limit");
         group.bench_with_input(BenchmarkId::new("join_then_leave", members), &members, |b, _| {
             b.iter(|| {
                 let _ = hub.admit(&room, &newcomer, None, |_| None);

@@ -23,6 +23,7 @@
 //! | [`room`] | validated room names |
 //! | [`protocol`] | wire frames: parse client commands, encode once |
 //! | [`session`] | one connection's task: reader, batched writer, timers, the close path |
+//! | [`sse`] | `GET /v1/sse`: listen-only connections, resumable with `Last-Event-ID` |
 //! | [`hub`] | connection shards, room members, fan-out, per-room broker subscriptions |
 //! | [`broker`] | the broker interface, `memory` and `redis` implementations |
 //! | [`limits`] | token buckets for client frames and handshakes per IP |
@@ -48,6 +49,7 @@ pub mod room;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod sse;
 pub mod tail;
 pub mod telemetry;
 pub mod tls;

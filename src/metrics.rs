@@ -13,6 +13,8 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::hub::Transport;
+
 pub const CONNECTIONS: &str = "wsgate_connections";
 pub const CONNECTIONS_OPENED: &str = "wsgate_connections_opened_total";
 pub const CONNECTIONS_CLOSED: &str = "wsgate_connections_closed_total";
@@ -180,8 +182,9 @@ impl ShardedCounter {
 
 /// Handles the hub and sessions use on hot paths, resolved once.
 pub struct Metrics {
-    pub connections: Gauge,
-    pub connections_opened: Counter,
+    /// Indexed by [`Transport`]: the `transport` label.
+    pub connections: [Gauge; 2],
+    pub connections_opened: [Counter; 2],
     pub events_invalid: Counter,
     /// Counted per socket write from every worker thread: sharded.
     pub messages_delivered: ShardedCounter,
@@ -194,8 +197,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         Self {
-            connections: gauge!(CONNECTIONS),
-            connections_opened: counter!(CONNECTIONS_OPENED),
+            connections: Transport::ALL.map(|t| gauge!(CONNECTIONS, "transport" => t.label())),
+            connections_opened: Transport::ALL.map(|t| counter!(CONNECTIONS_OPENED, "transport" => t.label())),
             events_invalid: counter!(EVENTS_INVALID),
             messages_delivered: ShardedCounter::new(counter!(MESSAGES_DELIVERED)),
             dropped_slow_consumer: counter!(MESSAGES_DROPPED, "reason" => "slow_consumer"),
@@ -217,8 +220,8 @@ impl Metrics {
         counter!(HISTORY_PUBLISH, "source" => source).increment(1);
     }
 
-    pub fn connection_closed(reason: &'static str) {
-        counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+    pub fn connection_closed(reason: &'static str, transport: Transport) {
+        counter!(CONNECTIONS_CLOSED, "reason" => reason, "transport" => transport.label()).increment(1);
     }
 
     pub fn auth_failure(reason: &'static str) {

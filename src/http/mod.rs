@@ -1,12 +1,14 @@
 //! HTTP on the one listener: routing, JSON responses and the headers every
 //! response carries.
 //!
+//! - [`admission`]: the checks every WebSocket and SSE connection passes first.
 //! - [`upgrade`]: `GET /v1/ws`, every check that happens before the upgrade.
 //! - [`ops`]: `/health`, `/ready`, `/metrics`.
 //! - [`api`]: the versioned server API under `/api/v1/`.
 //! - [`assets`]: files embedded at build time, `/v1/client.js`.
 //! - [`dev`]: the demo page `/` and `/dev/token`, dev config only.
 
+pub mod admission;
 pub mod api;
 pub mod assets;
 pub mod dev;
@@ -16,8 +18,11 @@ pub mod upgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -25,13 +30,15 @@ use serde::Serialize;
 
 use crate::gateway::Gateway;
 
-pub type Body = Full<Bytes>;
+/// Every response body: a whole one ([`with_type`]) or a stream (SSE).
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Route one request. Never fails: every error is a response.
 pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let mut response = match (req.method(), path) {
         (&Method::GET, "/v1/ws") => upgrade::handle(gw, req, remote),
+        (&Method::GET, "/v1/sse") => crate::sse::handle(gw, req, remote).await,
         (&Method::GET, "/health") => ops::health(),
         (&Method::GET, "/ready") => ops::ready(&gw),
         (&Method::GET, "/metrics") => ops::metrics(&gw),
@@ -39,7 +46,7 @@ pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr)
         (&Method::GET, "/") => dev::demo_page(&gw, &req),
         (&Method::GET, "/dev/token") => dev::token(&gw, &req),
         (_, p) if p.starts_with("/api/v1/") || p == "/api/v1" => api::handle(gw, req).await,
-        (_, "/v1/ws" | "/health" | "/ready" | "/metrics" | "/v1/client.js") => error(
+        (_, "/v1/ws" | "/v1/sse" | "/health" | "/ready" | "/metrics" | "/v1/client.js") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed",
@@ -75,7 +82,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 }
 
 pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
     *response.status_mut() = status;
     response
         .headers_mut()

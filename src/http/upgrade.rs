@@ -7,12 +7,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CONNECTION, HeaderValue, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
+    AUTHORIZATION, CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -20,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{Body, error};
+use super::{Body, admission, error};
 use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -36,47 +34,10 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
             "this endpoint speaks WebSocket (version 13) only",
         );
     }
-    if gw.shutdown.is_draining() {
-        Metrics::handshake_refused("draining");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "node is draining: connect to another node",
-        );
-    }
-    if !gw.broker().is_up() {
-        Metrics::handshake_refused("broker_down");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "broker unavailable: retry later",
-        );
-    }
-    let Some(slot) = gw.reserve_socket() else {
-        Metrics::handshake_refused("capacity");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "node at capacity: connect to another node",
-        );
+    let slot = match admission::admit(&gw, &req, remote) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal,
     };
-    if let Some(origin) = req.headers().get(ORIGIN)
-        && !origin_allowed(&gw.config.ws.allowed_origins, origin)
-    {
-        Metrics::handshake_refused("origin");
-        return error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
-    }
-    if let Some(limiter) = &gw.handshake_limiter
-        && !limiter.allow(remote.ip(), Instant::now())
-    {
-        Metrics::handshake_refused("rate_limited");
-        metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many handshakes from this address",
-        );
-    }
     let identity = match token_of(&req) {
         Ok(None) => None,
         Ok(Some(token)) => match gw.verifier.verify(&token) {
@@ -145,7 +106,7 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// The token of the `Authorization: Bearer` header or of `?token=`, if any.
-fn token_of(req: &Request<Incoming>) -> Result<Option<String>, AuthError> {
+pub(crate) fn token_of(req: &Request<Incoming>) -> Result<Option<String>, AuthError> {
     if let Some(value) = req.headers().get(AUTHORIZATION) {
         let value = value.to_str().map_err(|_| AuthError::Malformed)?;
         let token = value
@@ -166,31 +127,5 @@ fn since_of(req: &Request<Incoming>) -> Result<Since, String> {
     match form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "since") {
         Some((_, value)) => parse_since(&value),
         None => Ok(Since::new()),
-    }
-}
-
-fn origin_allowed(allowed: &[String], origin: &HeaderValue) -> bool {
-    if allowed.is_empty() || allowed.iter().any(|a| a == "*") {
-        return true;
-    }
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_rules() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
-        assert!(origin_allowed(&[], &v("https://evil.example")));
-        let list = vec!["https://app.example".to_string()];
-        assert!(origin_allowed(&list, &v("https://app.example")));
-        assert!(origin_allowed(&list, &v("HTTPS://APP.EXAMPLE")));
-        assert!(!origin_allowed(&list, &v("https://evil.example")));
-        assert!(!origin_allowed(&list, &v("https://app.example.evil.example")));
     }
 }

@@ -26,6 +26,25 @@ use crate::room::RoomName;
 /// opaque string clients and the API see.
 pub type ConnId = u64;
 
+/// How a connection reaches its client: the label metrics carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    /// Server-Sent Events (`GET /v1/sse`): listen-only.
+    Sse,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::WebSocket, Transport::Sse];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
 /// A frame waiting to be written.
 pub struct Queued {
     pub frame: Utf8Bytes,
@@ -68,6 +87,7 @@ pub struct Connection {
     pub id: ConnId,
     pub user_id: Arc<str>,
     pub remote: SocketAddr,
+    pub transport: Transport,
     /// Seconds since the Unix epoch.
     pub connected_at: u64,
     /// Rooms joined, for the API and the close path. Written only by the
@@ -76,7 +96,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(id: ConnId, user_id: Arc<str>, remote: SocketAddr, queue_limit: usize) -> Self {
+    pub fn new(id: ConnId, user_id: Arc<str>, remote: SocketAddr, transport: Transport, queue_limit: usize) -> Self {
         Self {
             outbox: Mutex::new(Outbox::default()),
             queue_limit,
@@ -84,6 +104,7 @@ impl Connection {
             id,
             user_id,
             remote,
+            transport,
             connected_at: unix_now(),
             rooms: Mutex::new(Vec::new()),
         }
@@ -242,7 +263,13 @@ mod tests {
     use super::*;
 
     fn conn(limit: usize) -> Connection {
-        Connection::new(1, Arc::from("u"), "127.0.0.1:1".parse().unwrap(), limit)
+        Connection::new(
+            1,
+            Arc::from("u"),
+            "127.0.0.1:1".parse().unwrap(),
+            Transport::WebSocket,
+            limit,
+        )
     }
 
     #[test]

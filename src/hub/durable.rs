@@ -598,6 +598,7 @@ mod tests {
             id,
             Arc::from("u"),
             "127.0.0.1:1".parse().unwrap(),
+            crate::hub::Transport::WebSocket,
             1 << 20,
         ))
     }

@@ -36,7 +36,7 @@ use crate::close::CloseReason;
 use crate::metrics::Metrics;
 use crate::protocol::{BackendEvent, Joined, encode_event};
 use crate::room::RoomName;
-pub use connection::{Batch, ConnId, Connection, Pushed, Queued};
+pub use connection::{Batch, ConnId, Connection, Pushed, Queued, Transport};
 use durable::{Effects, Hold, LiveEvent, Resolved, Tails};
 
 /// Repair reads in flight at once after a reconnect, so that a node with
@@ -161,17 +161,28 @@ impl Hub {
     }
 
     /// Register a new authenticated connection, enforcing the per-user limit.
-    pub fn register(&self, user_id: Arc<str>, remote: SocketAddr) -> Result<Arc<Connection>, TooManyConnections> {
+    pub fn register(
+        &self,
+        user_id: Arc<str>,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> Result<Arc<Connection>, TooManyConnections> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Connection::new(id, user_id.clone(), remote, self.queue_limit));
+        let conn = Arc::new(Connection::new(
+            id,
+            user_id.clone(),
+            remote,
+            transport,
+            self.queue_limit,
+        ));
         let mut entry = self.users.entry(user_id).or_default();
         if self.max_per_user > 0 && entry.len() >= self.max_per_user {
             return Err(TooManyConnections);
         }
         entry.push(conn.clone());
         drop(entry);
-        self.metrics.connections.increment(1.0);
-        self.metrics.connections_opened.increment(1);
+        self.metrics.connections[transport as usize].increment(1.0);
+        self.metrics.connections_opened[transport as usize].increment(1);
         Ok(conn)
     }
 
@@ -188,7 +199,7 @@ impl Hub {
                 entry.remove();
             }
         }
-        self.metrics.connections.decrement(1.0);
+        self.metrics.connections[conn.transport as usize].decrement(1.0);
         rooms
     }
 
@@ -571,9 +582,9 @@ mod tests {
     fn events_reach_members_only_and_respect_skip() {
         let hub = hub();
         let room = RoomName::new("user:42").unwrap();
-        let a = hub.register("42".into(), addr()).unwrap();
-        let b = hub.register("42".into(), addr()).unwrap();
-        let other = hub.register("43".into(), addr()).unwrap();
+        let a = hub.register("42".into(), addr(), Transport::WebSocket).unwrap();
+        let b = hub.register("42".into(), addr(), Transport::WebSocket).unwrap();
+        let other = hub.register("43".into(), addr(), Transport::WebSocket).unwrap();
         join(&hub, &room, &a);
         join(&hub, &room, &b);
         hub.deliver("user:42", Bytes::from_static(br#"{"event":"e","data":1}"#));
@@ -590,9 +601,12 @@ mod tests {
     #[test]
     fn per_user_limit_and_unregister() {
         let hub = hub();
-        let a = hub.register("7".into(), addr()).unwrap();
-        let _b = hub.register("7".into(), addr()).unwrap();
-        assert!(matches!(hub.register("7".into(), addr()), Err(TooManyConnections)));
+        let a = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        let _b = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        assert!(matches!(
+            hub.register("7".into(), addr(), Transport::WebSocket),
+            Err(TooManyConnections)
+        ));
         let room = RoomName::new("org:x").unwrap();
         join(&hub, &room, &a);
         assert_eq!(hub.unregister(&a), vec![room.clone()]);
@@ -600,14 +614,14 @@ mod tests {
             hub.fan_out("org:x", &Utf8Bytes::from_static("x"), None, Instant::now()),
             0
         );
-        assert!(hub.register("7".into(), addr()).is_ok());
+        assert!(hub.register("7".into(), addr(), Transport::WebSocket).is_ok());
     }
 
     #[test]
     fn control_disconnect_closes_the_users_sockets() {
         let hub = hub();
-        let a = hub.register("9".into(), addr()).unwrap();
-        let b = hub.register("10".into(), addr()).unwrap();
+        let a = hub.register("9".into(), addr(), Transport::WebSocket).unwrap();
+        let b = hub.register("10".into(), addr(), Transport::WebSocket).unwrap();
         hub.control(Bytes::from_static(
             br#"{"type":"disconnect","user":"9","reason":"banned"}"#,
         ));

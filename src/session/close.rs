@@ -19,7 +19,7 @@ impl Session {
         let mut this = *self;
         this.conn.close(reason.clone());
         let rooms = this.gw.hub.unregister(&this.conn);
-        Metrics::connection_closed(reason.label());
+        Metrics::connection_closed(reason.label(), this.conn.transport);
         match &reason {
             CloseReason::ClientGone => tracing::debug!("client left"),
             reason => tracing::debug!(code = reason.code(), reason = reason.label(), "closing"),

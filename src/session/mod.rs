@@ -169,7 +169,7 @@ impl Session {
 }
 
 /// The `Instant` of a Unix timestamp (in the past: now).
-fn instant_of_unix(unix_s: u64) -> Instant {
+pub(crate) fn instant_of_unix(unix_s: u64) -> Instant {
     let target = UNIX_EPOCH + Duration::from_secs(unix_s);
     let now = Instant::now();
     match target.duration_since(SystemTime::now()) {

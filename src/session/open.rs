@@ -15,6 +15,7 @@ use super::{STRIKE_WINDOW, Session, WsStream, instant_of_unix};
 use crate::auth::{AuthError, Identity};
 use crate::close::CloseReason;
 use crate::gateway::{Gateway, JoinError};
+use crate::hub::Transport;
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientFrame, Command, ErrorCode, Joined, Since, WelcomeInfo, encode_welcome};
@@ -64,17 +65,17 @@ async fn open(
                     Refused::Gone => String::new(),
                 };
                 let reason = CloseReason::Unauthorized(message);
-                Metrics::connection_closed(reason.label());
+                Metrics::connection_closed(reason.label(), Transport::WebSocket);
                 send_close(&mut ws, &reason).await;
                 return None;
             }
         },
     };
-    let conn = match gw.hub.register(identity.user_id.clone(), remote) {
+    let conn = match gw.hub.register(identity.user_id.clone(), remote, Transport::WebSocket) {
         Ok(conn) => conn,
         Err(_) => {
             let reason = CloseReason::Policy("too many connections for this user".into());
-            Metrics::connection_closed(reason.label());
+            Metrics::connection_closed(reason.label(), Transport::WebSocket);
             send_close(&mut ws, &reason).await;
             return None;
         }

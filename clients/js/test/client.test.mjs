@@ -127,7 +127,7 @@ describe("browser client", () => {
       assert.equal(state.state, "connected");
       assert.equal(state.connects, 1, `never reconnected: ${JSON.stringify(state.states)}`);
       assert.deepEqual(state.errors, []);
-      assert.equal(await node.metric('wsgate_connections_closed_total{reason="token_expired"}'), 0);
+      assert.equal(await node.metric('wsgate_connections_closed_total{reason="token_expired",transport="ws"}'), 0);
       await page.close();
     } finally {
       await node.stop();
@@ -155,7 +155,7 @@ describe("browser client", () => {
       proxy.stall();
       const padding = "x".repeat(2000);
       let published = 1;
-      const slow = 'wsgate_connections_closed_total{reason="slow_consumer"}';
+      const slow = 'wsgate_connections_closed_total{reason="slow_consumer",transport="ws"}';
       while ((await node.metric(slow)) === 0) {
         await node.publish("user:slow", "burst", { n: published, padding });
         published += 1;
@@ -177,6 +177,68 @@ describe("browser client", () => {
       await page.close();
     } finally {
       await proxy.stop();
+      await node.stop();
+    }
+  });
+
+  it("pauses while the browser is offline and resumes every room when it is back", async () => {
+    const node = await Node.start({ env: { WSGATE_HISTORY_NAMESPACES: "user" } });
+    try {
+      const page = await openClient(browser, {
+        origin: node,
+        wsUrl: node.wsUrl,
+        mint: () => token({ sub: "roamer" }),
+        options: { minReconnectDelayMs: 20, maxReconnectDelayMs: 40 },
+      });
+      await page.evaluate(() => window.client.connect());
+      await connected(page);
+      await node.publish("user:roamer", "n", { n: 1 });
+      await waitFor("the first event", () => page.evaluate(() => window.seen.length === 1));
+      await page.context().setOffline(true);
+      await waitFor("disconnected while offline", () => page.evaluate(() => window.client.state === "disconnected"));
+      await waitFor("the node to see the socket go", async () => (await node.metric("wsgate_connections")) === 0);
+      for (let n = 2; n <= 6; n++) await node.publish("user:roamer", "n", { n });
+      // Offline, it does not spin: with a 20–40 ms back-off a loop would
+      // have asked for dozens of tokens by now.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await page.evaluate(() => window.tokensAsked), 1);
+      await page.context().setOffline(false);
+      await waitFor("all six events", () => page.evaluate(() => window.seen.length === 6));
+      assert.equal(await page.evaluate(() => window.client.state), "connected");
+      await assertAllOffsets(page, "user:roamer", 6, assert);
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("rejects pending commands with typed errors on close", async () => {
+    const node = await Node.start();
+    try {
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint: () => token({ sub: "closer", roles: ["support"] }) });
+      const outcome = await page.evaluate(async () => {
+        const { ClosedError, GatewayError } = window.wsgate;
+        // Queued before the connection exists, and in flight when closed.
+        const queued = window.client.subscribe("chat:a");
+        window.client.connect();
+        await new Promise((resolve) => window.client.on("connected", resolve));
+        const inFlight = window.client.publish("chat:a", "x", {});
+        window.client.close();
+        const settle = (p) =>
+          p.then(
+            () => "resolved",
+            (e) => `${e.name} ${e.code} ${e instanceof ClosedError} ${e instanceof GatewayError}`,
+          );
+        const afterClose = await settle(window.client.publish("chat:a", "y"));
+        return { queued: await settle(queued), inFlight: await settle(inFlight), afterClose, state: window.client.state };
+      });
+      // The subscribe was answered before close() or rejected by it: never left hanging.
+      assert.ok(["resolved", "ClosedError closed true true"].includes(outcome.queued), outcome.queued);
+      assert.equal(outcome.inFlight, "ClosedError closed true true");
+      assert.equal(outcome.afterClose, "ClosedError closed true true");
+      assert.equal(outcome.state, "closed");
+      await page.close();
+    } finally {
       await node.stop();
     }
   });

@@ -21,6 +21,8 @@ export const WSGATE_BIN = process.env.WSGATE_BIN ?? path.join(REPO, "target/debu
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 export const SECRET = "browser-test-secret-0123456789abcdef";
 export const API_KEY = "browser-test-api-key";
+/** The API key config/dev.toml ships (dev only, public). */
+export const DEV_API_KEY = "wsgate-dev-only-api-key";
 /** How long any wait-for-condition waits before it fails the test. */
 export const PATIENCE_MS = 20000;
 
@@ -170,6 +172,7 @@ export class Node {
     });
     child.stdout.resume();
     const node = new Node(child, addr, dir);
+    node.apiKey = devConfig ? DEV_API_KEY : API_KEY;
     await waitFor("node /ready", async () => (await fetch(node.http("/ready"))).status === 200);
     return node;
   }
@@ -193,19 +196,25 @@ export class Node {
   async publish(room, event, data) {
     const response = await fetch(this.http("/api/v1/publish"), {
       method: "POST",
-      headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${this.apiKey}`, "content-type": "application/json" },
       body: JSON.stringify({ rooms: [room], event, data }),
     });
     if (response.status !== 202) throw new Error(`publish answered ${response.status}: ${await response.text()}`);
     return (await response.json()).data;
   }
 
+  /** A sample's value; a bare name sums every label set (`wsgate_connections`). */
   async metric(sample) {
     const text = await (await fetch(this.http("/metrics"))).text();
+    let total = 0;
     for (const line of text.split("\n")) {
-      if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
+      const exact = line.startsWith(`${sample} `);
+      if (exact || (!sample.includes("{") && line.startsWith(`${sample}{`))) {
+        total += Number(line.slice(line.lastIndexOf(" ") + 1));
+        if (exact) return total;
+      }
     }
-    return 0;
+    return total;
   }
 
   /** SIGTERM: the node drains (1012 to every socket within drain_s) and exits. */
