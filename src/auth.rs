@@ -256,6 +256,10 @@ impl Verifier {
             Some(_) => return Err(AuthError::Claim(names.roles.clone())),
         };
         let expires_at = claims.get("exp").and_then(Value::as_u64).ok_or(AuthError::MissingExp)?;
+        if expires_at > MAX_EXP {
+            // Session arithmetic on it would overflow the clock.
+            return Err(AuthError::Malformed);
+        }
         Ok(Identity {
             user_id,
             org_id,
@@ -264,6 +268,10 @@ impl Verifier {
         })
     }
 }
+
+/// The latest `exp` accepted: 9999-12-31T23:59:59Z. A later one is not a
+/// time any clock here can hold; the token is refused as malformed.
+pub const MAX_EXP: u64 = 253_402_300_799;
 
 /// A claim usable as a room id: a string or an integer, in the room charset.
 fn claim_id(value: Option<&Value>) -> Option<Arc<str>> {

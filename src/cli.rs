@@ -109,7 +109,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The longest lifetime `wsgate token` mints: ten years.
+const MAX_TOKEN_TTL_S: u64 = 10 * 365 * 24 * 3600;
+
 fn token(config: &Config, args: &TokenArgs) -> ExitCode {
+    if !(1..=MAX_TOKEN_TTL_S).contains(&args.ttl) {
+        eprintln!(
+            "wsgate token: --ttl must be 1 to {MAX_TOKEN_TTL_S} seconds, not {}",
+            args.ttl
+        );
+        return ExitCode::from(64);
+    }
     let signer = match &args.private_key_file {
         Some(path) => std::fs::read(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))

@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A value that must never reach a log line: `Debug` prints `<redacted>`.
+/// The shortest HS256 secret accepted (RFC 7518 §3.2: a key as long as the hash).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -433,6 +436,20 @@ impl Config {
                 return Err(invalid(name, "must not be empty"));
             }
         }
+        if self
+            .jwt
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_HS256_SECRET_BYTES)
+        {
+            return Err(invalid(
+                "jwt.secret",
+                format!(
+                    "is shorter than {MIN_HS256_SECRET_BYTES} bytes: HS256 needs a key of at least 256 bits \
+                     (e.g. openssl rand -base64 48)"
+                ),
+            ));
+        }
         if self.api.keys.iter().any(|k| k.expose().len() < 16) {
             return Err(invalid("api.keys", "every API key needs at least 16 characters"));
         }
@@ -664,6 +681,8 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
 mod tests {
     use super::*;
 
+    const LONG_ENOUGH: &str = "a-test-secret-of-thirty-two-bytes-or-more";
+
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -680,27 +699,39 @@ mod tests {
             None,
             &env(&[
                 ("WSGATE_LISTEN", "127.0.0.1:9000"),
-                ("WSGATE_JWT_SECRET", "s3cret-from-env"),
+                ("WSGATE_JWT_SECRET", "s3cret-from-env-0123456789abcdef0123"),
             ]),
             &Overrides::default(),
         )
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:9000");
-        assert_eq!(config.jwt.secret.unwrap().expose(), "s3cret-from-env");
+        assert_eq!(
+            config.jwt.secret.unwrap().expose(),
+            "s3cret-from-env-0123456789abcdef0123"
+        );
     }
 
     #[test]
     fn precedence_is_file_then_env_then_flags() {
-        let mut config = Config::from_toml("listen = \"127.0.0.1:1\"\n[jwt]\nsecret = \"from-file\"").unwrap();
+        let mut config =
+            Config::from_toml("listen = \"127.0.0.1:1\"\n[jwt]\nsecret = \"from-file-0123456789abcdef0123456789\"")
+                .unwrap();
         assert_eq!(config.listen, "127.0.0.1:1");
         config.apply_env(&env(&[("WSGATE_LISTEN", "127.0.0.1:2")])).unwrap();
         assert_eq!(config.listen, "127.0.0.1:2");
-        assert_eq!(config.jwt.secret.as_ref().unwrap().expose(), "from-file");
+        assert_eq!(
+            config.jwt.secret.as_ref().unwrap().expose(),
+            "from-file-0123456789abcdef0123456789"
+        );
 
         let dir = std::env::temp_dir().join(format!("wsgate-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[jwt]\nsecret = \"from-file\"").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[jwt]\nsecret = \"from-file-0123456789abcdef0123456789\"",
+        )
+        .unwrap();
         let loaded = Config::load(
             Some(&path),
             &env(&[("WSGATE_LISTEN", "127.0.0.1:2")]),
@@ -738,7 +769,7 @@ mod tests {
     fn bad_numbers_name_the_variable() {
         let err = Config::load(
             None,
-            &env(&[("WSGATE_JWT_SECRET", "x"), ("WSGATE_HEARTBEAT_S", "soon")]),
+            &env(&[("WSGATE_JWT_SECRET", LONG_ENOUGH), ("WSGATE_HEARTBEAT_S", "soon")]),
             &Overrides::default(),
         )
         .unwrap_err();
@@ -750,7 +781,7 @@ mod tests {
         let config = Config::load(
             None,
             &env(&[
-                ("WSGATE_JWT_SECRET", "x"),
+                ("WSGATE_JWT_SECRET", LONG_ENOUGH),
                 ("WSGATE_HISTORY_NAMESPACES", "orders, chat"),
                 ("WSGATE_HISTORY_SIZE", "50"),
                 ("WSGATE_HISTORY_TTL_S", "60"),
@@ -768,7 +799,7 @@ mod tests {
         ] {
             let err = Config::load(
                 None,
-                &env(&[("WSGATE_JWT_SECRET", "x"), (name, value)]),
+                &env(&[("WSGATE_JWT_SECRET", LONG_ENOUGH), (name, value)]),
                 &Overrides::default(),
             )
             .unwrap_err();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -246,4 +246,45 @@ async fn socket_is_closed_with_4001_at_exp() {
     assert_eq!(code, 4001);
     assert!(reason.contains("expired"), "{reason}");
     assert!(now() >= exp, "closed no earlier than exp");
+}
+
+/// A validly signed token whose `exp` is past what the clock can hold
+/// (≥ 2^63 s) is malformed: refused before anything is registered, on every
+/// path, and as a `refresh` it leaves the connection as it was.
+#[tokio::test]
+async fn an_exp_beyond_the_clock_is_refused_and_registers_nothing() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let far = token_with_claims(json!({"sub": "far", "exp": 1u64 << 63}));
+    let farthest = token_with_claims(json!({"sub": "far", "exp": u64::MAX}));
+    for token in [&far, &farthest] {
+        match Client::connect(&node, token, Via::Header).await {
+            Err(Refusal::Http(401, body)) => assert!(body.contains("malformed"), "{body}"),
+            other => panic!("header: {:?}", other.map(|c| c.welcome)),
+        }
+        match Client::connect(&node, token, Via::Frame).await {
+            Err(Refusal::Closed(4001, reason)) => assert!(reason.contains("malformed"), "{reason}"),
+            other => panic!("auth frame: {:?}", other.map(|c| c.welcome)),
+        }
+    }
+    let mut client = Client::user(&node, "far", None, &[]).await;
+    let reply = client
+        .request(json!({"type": "refresh", "token": far, "ref": "r"}))
+        .await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("unauthorized"))
+    );
+    // The connection lives, with its old expiry, and it is the only one.
+    let pong = client.request(json!({"type": "ping", "ref": "p"})).await;
+    assert_eq!(pong["type"], "pong");
+    assert_eq!(node.metric("wsgate_connections").await, 1.0);
+    let listed: Value = node
+        .api(reqwest::Method::GET, "/api/v1/connections?user=far")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
 }

@@ -50,6 +50,42 @@ async fn node_refuses_to_start_without_a_key_and_dev_config_refuses_public_addre
     assert!(String::from_utf8_lossy(&dev_public.stderr).contains("loopback"));
 }
 
+#[test]
+fn a_short_hs256_secret_and_a_token_ttl_out_of_range_are_refused_with_exit_64() {
+    let short = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .env_clear()
+        .env("WSGATE_LISTEN", "127.0.0.1:0")
+        .env("WSGATE_JWT_SECRET", "only-thirty-one-bytes-long-0123")
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(stderr.contains("jwt.secret") && stderr.contains("32 bytes"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let mint = |ttl: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .args(["token", "--sub", "42", "--ttl", ttl])
+            .env_clear()
+            .env("WSGATE_JWT_SECRET", SECRET)
+            .output()
+            .unwrap()
+    };
+    for ttl in ["0", "315360001", "18446744073709551615"] {
+        let out = mint(ttl);
+        assert_eq!(out.status.code(), Some(64), "--ttl {ttl}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--ttl must be"),
+            "--ttl {ttl}"
+        );
+        assert!(out.stdout.is_empty(), "no token for --ttl {ttl}");
+    }
+    let negative = mint("-5");
+    assert!(!negative.status.success(), "a negative --ttl is refused");
+    assert!(negative.stdout.is_empty());
+    assert!(mint("1").status.success());
+}
+
 #[tokio::test]
 async fn environment_alone_runs_the_node() {
     // No config file, no subcommand: WSGATE_LISTEN and WSGATE_JWT_SECRET suffice.

@@ -168,12 +168,36 @@ impl Session {
     }
 }
 
-/// The `Instant` of a Unix timestamp (in the past: now).
+/// The `Instant` of a Unix timestamp (in the past: now). Checked: a moment
+/// past what `Instant` can hold (tokens are refused beyond year 9999, so
+/// only a strange clock gets here) is taken as a century from now.
 pub(crate) fn instant_of_unix(unix_s: u64) -> Instant {
-    let target = UNIX_EPOCH + Duration::from_secs(unix_s);
     let now = Instant::now();
-    match target.duration_since(SystemTime::now()) {
-        Ok(ahead) => now + ahead,
-        Err(_) => now,
+    let ahead = UNIX_EPOCH
+        .checked_add(Duration::from_secs(unix_s))
+        .and_then(|target| target.duration_since(SystemTime::now()).ok());
+    match ahead {
+        Some(ahead) => now
+            .checked_add(ahead)
+            .or_else(|| now.checked_add(FAR_FUTURE))
+            .unwrap_or(now),
+        None => now,
+    }
+}
+
+/// Where an unrepresentable expiry lands.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_arithmetic_never_panics() {
+        let now = Instant::now();
+        assert!(instant_of_unix(0) <= Instant::now());
+        assert!(instant_of_unix(crate::auth::MAX_EXP) > now);
+        assert!(instant_of_unix(u64::MAX) >= now);
+        assert!(instant_of_unix(1 << 63) >= now);
     }
 }
