@@ -8,6 +8,9 @@ use std::sync::Arc;
 pub const MAX_ROOM_LEN: usize = 200;
 /// Longest namespace accepted, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 32;
+/// Longest id a token claim (`sub`, `org_id`, a role) may hold: its room,
+/// `role:<id>` or `user:<id>` at the longest, must fit in [`MAX_ROOM_LEN`].
+pub const MAX_CLAIM_ID_LEN: usize = MAX_ROOM_LEN - "role:".len();
 
 /// A validated room name. Cheap to clone (shared string).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,20 +49,17 @@ impl RoomName {
         {
             return Err(RoomError::Namespace);
         }
-        if !Self::is_valid_id(id) {
+        // Its length is bounded by the whole name's, checked above.
+        if !has_id_chars(id) {
             return Err(RoomError::Id);
         }
         Ok(())
     }
 
-    /// True when `id` may follow `namespace:` — also how token claims that
-    /// become room ids (`sub`, `org_id`, roles) are checked.
+    /// True when a token claim (`sub`, `org_id`, a role) can be a room id:
+    /// the id characters, and short enough that its room fits.
     pub fn is_valid_id(id: &str) -> bool {
-        !id.is_empty()
-            && id.len() <= MAX_ROOM_LEN - MAX_NAMESPACE_LEN
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.@:=+|~".contains(&b))
+        id.len() <= MAX_CLAIM_ID_LEN && has_id_chars(id)
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,6 +74,13 @@ impl RoomName {
     pub fn id(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, id)| id)
     }
+}
+
+fn has_id_chars(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@:=+|~".contains(&b))
 }
 
 impl fmt::Display for RoomName {
@@ -126,5 +133,23 @@ mod tests {
         assert_eq!(RoomName::new("orders:*"), Err(RoomError::Id));
         assert_eq!(RoomName::new("orders:ü"), Err(RoomError::Id));
         assert_eq!(RoomName::new(format!("a:{}", "x".repeat(300))), Err(RoomError::TooLong));
+    }
+
+    #[test]
+    fn the_limit_is_200_bytes_in_all_whatever_the_split() {
+        // Long ids up to the whole name's limit are fine, not "bad characters".
+        let longest = format!("a:{}", "x".repeat(MAX_ROOM_LEN - 2));
+        assert_eq!(RoomName::new(longest.as_str()).unwrap().id().len(), 198);
+        let over = format!("a:{}", "x".repeat(MAX_ROOM_LEN - 1));
+        assert_eq!(RoomName::new(over), Err(RoomError::TooLong));
+        assert!(
+            RoomError::TooLong.to_string().contains("longer than 200 bytes"),
+            "the message says what is wrong"
+        );
+        // A claim id is as long as its longest room allows.
+        let claim = "y".repeat(MAX_CLAIM_ID_LEN);
+        assert!(RoomName::is_valid_id(&claim));
+        assert!(RoomName::new(format!("role:{claim}")).is_ok());
+        assert!(!RoomName::is_valid_id(&format!("{claim}y")));
     }
 }
