@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::close::CloseReason;
+use crate::config::LogFormat;
 use crate::gateway::Gateway;
 use crate::http;
 use crate::tls::TlsAcceptor;
@@ -94,8 +95,16 @@ pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
         dev = gw.config.is_dev(),
         "wsgate listening"
     );
-    // A stable line on stdout for scripts and tests that start the node on port 0.
-    println!("wsgate listening on {scheme}://{local}");
+    // A stable line on stdout for scripts and tests that start the node on
+    // port 0; in JSON mode a JSON line, since collectors parse every line.
+    let line = format!("wsgate listening on {scheme}://{local}");
+    match gw.config.log_format {
+        LogFormat::Text => println!("{line}"),
+        LogFormat::Json => println!(
+            "{}",
+            serde_json::json!({"level": "INFO", "message": line, "addr": format!("{scheme}://{local}")})
+        ),
+    }
     if gw.handshake_limiter.is_some() {
         tokio::spawn(sweep_handshake_limiter(gw.clone()));
     }

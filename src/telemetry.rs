@@ -3,6 +3,8 @@
 //! The WebSocket libraries log raw frames at trace level, and a frame can hold
 //! a token (`auth`, `refresh`): they are capped at `info` whatever the filter.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -22,8 +24,15 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .with_target(false);
     let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        // Colour codes only for a person at a terminal, never into a file or a collector.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        // The current span once, not again in a list of every span.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
     result.map_err(|e| e.to_string())
 }

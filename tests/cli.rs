@@ -209,3 +209,60 @@ async fn tail_prints_offsets_and_resumes_with_since() {
         "{event}"
     );
 }
+
+#[tokio::test]
+async fn json_log_mode_writes_only_json_lines_and_text_mode_no_colour_codes() {
+    use tokio::io::AsyncReadExt;
+    for format in ["json", "text"] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .env_clear()
+            .env("WSGATE_LISTEN", "127.0.0.1:0")
+            .env("WSGATE_JWT_SECRET", SECRET)
+            .env("WSGATE_LOG", "debug")
+            .env("WSGATE_LOG_FORMAT", format)
+            .env("WSGATE_DRAIN_S", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(PATIENCE, stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let addr = if format == "json" {
+            let line: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+            line["addr"].as_str().unwrap().trim_start_matches("http://").to_string()
+        } else {
+            first.trim_start_matches("wsgate listening on http://").to_string()
+        };
+        // Something to log: a refused and an accepted connection.
+        let ws = format!("ws://{addr}/v1/ws");
+        let _ = Client::connect_url(&ws, "bad", Via::Header).await;
+        let client = Client::connect_url(&ws, &token("42", None, &[], 60), Via::Frame)
+            .await
+            .unwrap();
+        drop(client);
+        let _ = std::process::Command::new("kill")
+            .arg(child.id().unwrap().to_string())
+            .status();
+        let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = stdout.next_line().await {
+            rest.push(line);
+        }
+        assert!(stderr.lines().count() > 3, "{format}: something was logged: {stderr}");
+        for line in stderr.lines().chain(rest.iter().map(String::as_str)) {
+            assert!(!line.contains('\u{1b}'), "{format}: no ANSI codes: {line:?}");
+            if format == "json" {
+                let value: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(value.get("spans").is_none(), "no repeated span list: {line}");
+            }
+        }
+    }
+}
