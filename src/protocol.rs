@@ -450,6 +450,43 @@ pub fn encode_ack_with_position(reference: Option<&str>, joined: &Joined) -> Utf
     })
 }
 
+#[derive(Serialize)]
+struct RefreshAck<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    expires_at: u64,
+    rooms: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    left: Vec<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    positions: BTreeMap<&'a str, PositionJson<'a>>,
+}
+
+/// The ack of a `refresh`: the new expiry, the token's rooms now, the rooms
+/// the new token no longer entitles (left), and the positions of durable
+/// rooms it joined.
+pub fn encode_refresh_ack(
+    reference: Option<&str>,
+    expires_at: u64,
+    rooms: &[RoomName],
+    left: &[RoomName],
+    joined: &[(RoomName, Joined)],
+) -> Utf8Bytes {
+    encode(&RefreshAck {
+        kind: "ack",
+        reference,
+        expires_at,
+        rooms: rooms.iter().map(RoomName::as_str).collect(),
+        left: left.iter().map(RoomName::as_str).collect(),
+        positions: joined
+            .iter()
+            .map(|(room, joined)| (room.as_str(), PositionJson::from(&joined.position)))
+            .collect(),
+    })
+}
+
 pub fn encode_pong(reference: Option<&str>) -> Utf8Bytes {
     encode(&Reply::new("pong", reference))
 }

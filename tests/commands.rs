@@ -227,6 +227,75 @@ async fn refresh_moves_the_expiry() {
 }
 
 #[tokio::test]
+async fn refresh_applies_the_new_tokens_rooms_and_grants() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_HISTORY_NAMESPACES", "org")).await;
+    let mut client = Client::user(&node, "42", Some("acme"), &["support", "viewer"]).await;
+    for room in ["chat:lobby", "orders:1"] {
+        assert_ack(&client.request(json!({"type": "subscribe", "room": room})).await);
+    }
+
+    // Fewer roles: role:support goes; chat and orders stay, viewer reads both.
+    let reply = client
+        .request(json!({"type": "refresh", "token": token("42", Some("acme"), &["viewer"], 600)}))
+        .await;
+    assert_ack(&reply);
+    assert_eq!(reply["left"], json!(["role:support"]), "{reply}");
+    assert_eq!(reply["rooms"], json!(["user:42", "org:acme", "role:viewer"]));
+    let refused = client
+        .request(json!({"type": "publish", "room": "chat:lobby", "event": "x"}))
+        .await;
+    assert_error(&refused, "forbidden");
+
+    // Another org, no roles: the old org and everything the roles granted go,
+    // the new org is joined (with its position: it keeps history).
+    let reply = client
+        .request(json!({"type": "refresh", "token": token("42", Some("beta"), &[], 600)}))
+        .await;
+    assert_ack(&reply);
+    let mut left: Vec<&str> = reply["left"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["chat:lobby", "orders:1", "org:acme", "role:viewer"], "{reply}");
+    assert_eq!(reply["rooms"], json!(["user:42", "org:beta"]));
+    assert_eq!(reply["positions"]["org:beta"]["offset"], 0, "{reply}");
+    assert_error(
+        &client.request(json!({"type": "subscribe", "room": "orders:1"})).await,
+        "forbidden",
+    );
+
+    // Nothing of the old grants is delivered; the new org is.
+    for room in ["org:acme", "role:support", "role:viewer", "chat:lobby", "orders:1"] {
+        node.publish(room, "old", json!({})).await;
+    }
+    node.publish("org:beta", "new", json!({})).await;
+    let event = client.recv_type("event").await;
+    assert_eq!(
+        (event["room"].as_str(), event["event"].as_str()),
+        (Some("org:beta"), Some("new"))
+    );
+    let listed: Value = node
+        .api(reqwest::Method::GET, "/api/v1/connections?user=42")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut rooms: Vec<&str> = listed["data"][0]["rooms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    rooms.sort();
+    assert_eq!(rooms, ["org:beta", "user:42"]);
+}
+
+#[tokio::test]
 async fn refresh_for_another_user_or_with_a_bad_token_is_refused_and_the_old_expiry_stands() {
     let node = Node::start(NodeOptions::memory()).await;
     let mut client = Client::connect(&node, &token("42", None, &[], 3), Via::Header)

@@ -102,6 +102,8 @@ export interface GatewayEvents {
 export declare class GatewayError extends Error {
   /** A protocol error code, or "disconnected", "closed", "timeout", "token", "policy". */
   readonly code: string;
+  /** The room a `forbidden` error names when a refreshed token no longer grants it. */
+  room?: string;
 }
 export declare class ReplyError extends GatewayError {}
 export declare class DisconnectedError extends GatewayError {}

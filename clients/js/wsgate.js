@@ -615,11 +615,30 @@ export class Gateway {
     if (this.state !== State.CONNECTED) return;
     try {
       const ack = await this._command({ kind: "refresh", token });
-      if (this.session) this.session.expires_at = ack.expires_at;
-      this._scheduleRefresh(ack.expires_at);
+      this._refreshed(ack);
     } catch (err) {
       if (!(err instanceof DisconnectedError || err instanceof ClosedError)) this._emit("error", err);
     }
+  }
+
+  // The refreshed token's grants replace the old ones (§2): rooms it no
+  // longer entitles were left by the server; its new own rooms joined.
+  _refreshed(ack) {
+    if (this.session) {
+      this.session.expires_at = ack.expires_at;
+      if (Array.isArray(ack.rooms)) this.session.rooms = ack.rooms;
+    }
+    for (const [room, position] of Object.entries(ack.positions ?? {})) {
+      if (!this._positions.has(room)) this._positions.set(room, { offset: position.offset, epoch: position.epoch });
+    }
+    for (const room of ack.left ?? []) {
+      this._subscriptions.delete(room);
+      this._positions.delete(room);
+      const error = new ReplyError("forbidden", `left ${room}: the refreshed token does not grant it`);
+      error.room = room;
+      this._emit("error", error);
+    }
+    this._scheduleRefresh(ack.expires_at);
   }
 
   _startHeartbeat(heartbeatS) {

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::permissions::Action;
 use crate::protocol::{
     BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_ack_with_position, encode_error, encode_pong,
+    encode_refresh_ack,
 };
 use crate::room::RoomName;
 
@@ -45,7 +46,7 @@ impl Session {
                 };
                 self.publish(reference, room, payload).await
             }
-            Command::Refresh { token } => self.refresh(reference, &token),
+            Command::Refresh { token } => self.refresh(reference, &token).await,
             Command::Ping => self.reply(encode_pong(reference)),
         }
         None
@@ -139,23 +140,54 @@ impl Session {
         }
     }
 
-    /// A valid token for the same user moves the expiry; anything else is an
-    /// error and the old expiry stands.
-    fn refresh(&mut self, reference: Option<&str>, token: &str) {
-        match self.gw.verifier.verify(token) {
+    /// A valid token for the same user moves the expiry and replaces the
+    /// connection's grants (PROTOCOL.md §2): rooms the new token no longer
+    /// entitles are left, its own rooms it did not have are joined. Anything
+    /// else is an error and the connection stays as it was.
+    async fn refresh(&mut self, reference: Option<&str>, token: &str) {
+        let identity = match self.gw.verifier.verify(token) {
             Err(error) => {
                 Metrics::auth_failure(error.reason());
-                self.reply_error(reference, ErrorCode::Unauthorized, &error.to_string());
+                return self.reply_error(reference, ErrorCode::Unauthorized, &error.to_string());
             }
             Ok(identity) if identity.user_id != self.identity.user_id => {
                 Metrics::auth_failure("refresh_other_user");
-                self.reply_error(reference, ErrorCode::Forbidden, "token is for another user");
+                return self.reply_error(reference, ErrorCode::Forbidden, "token is for another user");
             }
-            Ok(identity) => {
-                self.identity.expires_at = identity.expires_at;
-                self.expires = instant_of_unix(identity.expires_at);
-                self.reply(encode_ack(reference, Some(identity.expires_at)));
+            Ok(identity) => identity,
+        };
+        // What the new token may read is what the connection keeps: its own
+        // user/org/role rooms by the room rules, the others by its grants.
+        let mut left = Vec::new();
+        for room in self.conn.rooms() {
+            if !self.gw.permissions.allows(&identity, &room, Action::Read) && self.gw.leave(&self.conn, &room).await {
+                left.push(room);
             }
         }
+        let max_rooms = self.gw.config.limits.max_rooms_per_connection;
+        let own: Vec<RoomName> = identity.own_rooms().into_iter().take(max_rooms).collect();
+        let mut joined = Vec::new();
+        for room in &own {
+            if self.conn.has_room(room) || self.conn.room_count() >= max_rooms {
+                continue;
+            }
+            match self.gw.join(&self.conn, room, None, |_| None).await {
+                Ok(Some(position)) => joined.push((room.clone(), position)),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(conn_id = %self.conn_id, user_id = %identity.user_id, %room, %error, "refresh could not join a token room");
+                }
+            }
+        }
+        self.expires = instant_of_unix(identity.expires_at);
+        let rooms: Vec<RoomName> = own.into_iter().filter(|room| self.conn.has_room(room)).collect();
+        self.reply(encode_refresh_ack(
+            reference,
+            identity.expires_at,
+            &rooms,
+            &left,
+            &joined,
+        ));
+        self.identity = identity;
     }
 }
