@@ -57,7 +57,7 @@ fn hub_with_room(members: usize, shards: usize, room: &RoomName, durable: bool) 
     };
     let tails = Arc::new(Tails::new(history));
     tails.open(room);
-    let hub = Hub::new("bench".into(), shards, usize::MAX, 0, "memory", tails);
+    let hub = Hub::new("bench".into(), shards, usize::MAX, usize::MAX, 0, "memory", tails);
     let conns: Vec<Arc<Connection>> = (0..members)
         .map(|i| {
             let conn = hub

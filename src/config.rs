@@ -14,6 +14,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A value that must never reach a log line: `Debug` prints `<redacted>`.
+/// Room, offset, epoch and the frame's own keys: what an event frame adds
+/// to the payload, at most.
+pub const EVENT_FRAME_OVERHEAD: usize = 4096;
+
 /// The shortest HS256 secret accepted (RFC 7518 §3.2: a key as long as the hash).
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
@@ -212,6 +216,10 @@ pub struct LimitsConfig {
     /// WebSocket handshakes per second from one IP address; 0 is unlimited.
     pub handshakes_per_ip: f64,
     pub handshake_burst_per_ip: f64,
+    /// Largest event payload (`{"event":…,"data":…}`) accepted from the API,
+    /// a client or Redis, in bytes. It must fit a send queue with room for
+    /// the frame around it, or every member would be closed as slow.
+    pub max_event_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -225,6 +233,7 @@ impl Default for LimitsConfig {
             client_max_violations: 20,
             handshakes_per_ip: 0.0,
             handshake_burst_per_ip: 50.0,
+            max_event_bytes: 60 * 1024,
         }
     }
 }
@@ -473,6 +482,19 @@ impl Config {
         if self.ws.send_queue_bytes < self.ws.max_frame_bytes {
             return Err(invalid("ws.send_queue_bytes", "must be at least ws.max_frame_bytes"));
         }
+        if self.limits.max_event_bytes < 256 {
+            return Err(invalid("limits.max_event_bytes", "must be at least 256"));
+        }
+        if self.limits.max_event_bytes.saturating_add(EVENT_FRAME_OVERHEAD) > self.ws.send_queue_bytes {
+            return Err(invalid(
+                "limits.max_event_bytes",
+                format!(
+                    "must leave {EVENT_FRAME_OVERHEAD} bytes of ws.send_queue_bytes ({}) for the frame around \
+                     the event",
+                    self.ws.send_queue_bytes
+                ),
+            ));
+        }
         if self.limits.max_rooms_per_connection == 0 {
             return Err(invalid("limits.max_rooms_per_connection", "must be at least 1"));
         }
@@ -597,6 +619,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_ALLOWED_ORIGINS", |c, v| {
         c.ws.allowed_origins = list(v);
+        Ok(())
+    }),
+    ("WSGATE_MAX_EVENT_BYTES", |c, v| {
+        c.limits.max_event_bytes = number(v)?;
         Ok(())
     }),
     ("WSGATE_SEND_QUEUE_BYTES", |c, v| {

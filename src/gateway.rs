@@ -49,6 +49,17 @@ pub struct Gateway {
     open_sockets: AtomicUsize,
 }
 
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The event is larger than `limits.max_event_bytes`: it would not fit
+    /// its members' send queues.
+    #[error("the event is {size} bytes, more than limits.max_event_bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -88,6 +99,7 @@ impl Gateway {
             node_id,
             shards,
             config.ws.send_queue_bytes,
+            config.limits.max_event_bytes,
             config.limits.max_connections_per_user,
             broker_kind,
             tails.clone(),
@@ -207,8 +219,15 @@ impl Gateway {
         room: &RoomName,
         event: &BackendEvent<'_>,
         source: &'static str,
-    ) -> Result<Option<Position>, BrokerError> {
+    ) -> Result<Option<Position>, PublishError> {
         let payload = Bytes::from(event.to_payload());
+        let max = self.config.limits.max_event_bytes;
+        if payload.len() > max {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
         let position = if self.is_durable(room) {
             let position = self.broker().publish_durable(room, payload).await?;
             Metrics::history_published(source);

@@ -189,6 +189,7 @@ pub struct Metrics {
     /// Counted per socket write from every worker thread: sharded.
     pub messages_delivered: ShardedCounter,
     pub dropped_slow_consumer: Counter,
+    pub dropped_too_large: Counter,
     pub delivery_latency: Histogram,
     pub rate_limited: Counter,
     pub events_recovered: Counter,
@@ -202,6 +203,7 @@ impl Metrics {
             events_invalid: counter!(EVENTS_INVALID),
             messages_delivered: ShardedCounter::new(counter!(MESSAGES_DELIVERED)),
             dropped_slow_consumer: counter!(MESSAGES_DROPPED, "reason" => "slow_consumer"),
+            dropped_too_large: counter!(MESSAGES_DROPPED, "reason" => "too_large"),
             delivery_latency: histogram!(DELIVERY_LATENCY),
             rate_limited: counter!(RATE_LIMITED),
             events_recovered: counter!(EVENTS_RECOVERED),

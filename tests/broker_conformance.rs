@@ -82,7 +82,14 @@ fn redis_factory(url: String) -> Factory {
         Box::pin(async move {
             let (tx, rx) = mpsc::unbounded_channel();
             let broker: Arc<dyn Broker> = Arc::new(
-                RedisBroker::connect(&url, &RedisConfig::default(), &history_config(), Arc::new(Recorder(tx))).unwrap(),
+                RedisBroker::connect(
+                    &url,
+                    &RedisConfig::default(),
+                    &history_config(),
+                    60 * 1024,
+                    Arc::new(Recorder(tx)),
+                )
+                .unwrap(),
             );
             let up = broker.clone();
             wait_for("redis broker up", || {

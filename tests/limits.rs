@@ -255,3 +255,73 @@ async fn node_at_capacity_refuses_upgrades_with_503_and_recovers() {
     .await;
     assert_eq!(second.request(json!({"type": "ping"})).await["type"], "pong");
 }
+
+/// An event larger than `limits.max_event_bytes` would not fit its members'
+/// send queues: it is refused at the API (413), to a client (`limit_exceeded`)
+/// and by the Redis Function, and dropped and counted from a plain PUBLISH.
+/// Every member stays connected and gets the next event.
+#[tokio::test]
+async fn oversized_events_are_refused_at_every_door_and_members_stay() {
+    let redis = Redis::start().await;
+    let node = Node::start(
+        NodeOptions::redis(&redis)
+            .env("WSGATE_MAX_EVENT_BYTES", "4096")
+            .env("WSGATE_HISTORY_NAMESPACES", "org"),
+    )
+    .await;
+    let mut member = Client::user(&node, "42", Some("acme"), &["support"]).await;
+    let big = "x".repeat(8 * 1024);
+
+    let response = node
+        .api(reqwest::Method::POST, "/api/v1/publish")
+        .json(&json!({"rooms": ["user:42", "org:acme"], "event": "big", "data": {"pad": big}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "limit_exceeded");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("max_event_bytes"),
+        "{body}"
+    );
+
+    let reply = member
+        .request(json!({"type": "publish", "room": "chat:lobby", "event": "big", "data": {"pad": big}}))
+        .await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("limit_exceeded"))
+    );
+
+    let payload = json!({"event": "big", "data": {"pad": big}}).to_string();
+    assert_eq!(redis.publish("gw:user:42", &payload).await, 1, "the node is subscribed");
+    node.wait_metric("wsgate_messages_dropped_total{reason=\"too_large\"}", |v| v == 1.0)
+        .await;
+    let refused = redis.fcall_publish("org:acme", &payload).await.unwrap_err();
+    assert!(refused.contains("max_event_bytes"), "{refused}");
+
+    // Nothing was sent, nobody was closed, offsets did not move.
+    assert_eq!(redis.fcall_publish("org:acme", r#"{"event":"small"}"#).await, Ok(1));
+    let event = member.recv_type("event").await;
+    assert_eq!(
+        (event["event"].as_str(), event["offset"].as_u64()),
+        (Some("small"), Some(1))
+    );
+    assert_bystander_served(&node, &mut member, "after").await;
+    assert_eq!(node.metric("wsgate_connections_closed_total").await, 0.0);
+}
+
+#[test]
+fn max_event_bytes_must_fit_the_send_queue() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .env_clear()
+        .env("WSGATE_LISTEN", "127.0.0.1:0")
+        .env("WSGATE_JWT_SECRET", SECRET)
+        .env("WSGATE_SEND_QUEUE_BYTES", "65536")
+        .env("WSGATE_MAX_EVENT_BYTES", "65536")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_event_bytes"));
+}

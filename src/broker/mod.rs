@@ -115,6 +115,7 @@ pub async fn from_config(
             url.expose(),
             &config.redis,
             &config.history,
+            config.limits.max_event_bytes,
             sink,
         )?)),
         None => Ok(Arc::new(memory::MemoryBroker::new(sink, &config.history))),

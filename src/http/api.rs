@@ -19,7 +19,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{Body, error, json};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, PublishError};
 use crate::metrics::Metrics;
 use crate::protocol::{BackendEvent, encode_event, validate_event_name};
 use crate::room::RoomName;
@@ -203,7 +203,15 @@ async fn publish(gw: &Gateway, body: PublishRequest) -> ApiResult {
                 );
             }
             Ok(None) => {}
-            Err(e) => {
+            // Checked before anything is sent: no room got it.
+            Err(e @ PublishError::TooLarge { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "limit_exceeded",
+                    e.to_string(),
+                ));
+            }
+            Err(PublishError::Broker(e)) => {
                 tracing::warn!(%room, error = %e, "API publish failed");
                 return Err(ApiError::unavailable());
             }

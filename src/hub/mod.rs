@@ -92,6 +92,8 @@ pub struct Hub {
     users: DashMap<Arc<str>, Vec<Arc<Connection>>>,
     next_id: AtomicU64,
     queue_limit: usize,
+    /// Plain events larger than this are dropped (`limits.max_event_bytes`).
+    max_event_bytes: usize,
     max_per_user: usize,
     metrics: Metrics,
     received: Counter,
@@ -109,6 +111,7 @@ impl Hub {
         node_id: String,
         shards: usize,
         queue_limit: usize,
+        max_event_bytes: usize,
         max_per_user: usize,
         broker_kind: &'static str,
         tails: Arc<Tails>,
@@ -124,6 +127,7 @@ impl Hub {
             users: DashMap::new(),
             next_id: AtomicU64::new(1),
             queue_limit,
+            max_event_bytes,
             max_per_user,
             metrics: Metrics::new(),
             received: Metrics::events_received(broker_kind),
@@ -508,6 +512,14 @@ impl EventSink for Hub {
                 return;
             }
         };
+        // A plain PUBLISH too large for the members' queues would close them
+        // all as slow consumers: drop it, count it. (Durable events are
+        // bounded by the Redis Function, and dropping one would be a gap.)
+        if position.is_none() && message.len() > self.max_event_bytes {
+            self.metrics.dropped_too_large.increment(1);
+            self.log_invalid(room, "larger than limits.max_event_bytes");
+            return;
+        }
         let skip = event.skip.as_deref().and_then(|s| self.local_id(s));
         let frame = encode_event(room, &event, position);
         let tail = if self.tails.config().enabled() {
@@ -561,7 +573,7 @@ mod tests {
 
     fn hub() -> Arc<Hub> {
         let tails = Arc::new(Tails::new(crate::config::HistoryConfig::default()));
-        Hub::new("n1".into(), 4, 1 << 20, 2, "memory", tails)
+        Hub::new("n1".into(), 4, 1 << 20, 60 * 1024, 2, "memory", tails)
     }
 
     fn join(hub: &Hub, room: &RoomName, conn: &Arc<Connection>) {

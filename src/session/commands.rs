@@ -4,7 +4,7 @@
 
 use super::{CloseReason, Session, instant_of_unix};
 use crate::broker::Position;
-use crate::gateway::JoinError;
+use crate::gateway::{JoinError, PublishError};
 use crate::metrics::Metrics;
 use crate::permissions::Action;
 use crate::protocol::{
@@ -133,7 +133,10 @@ impl Session {
                     recovered: None,
                 },
             )),
-            Err(error) => {
+            Err(error @ PublishError::TooLarge { .. }) => {
+                self.reply_error(reference, ErrorCode::LimitExceeded, &error.to_string());
+            }
+            Err(PublishError::Broker(error)) => {
                 tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "publish failed");
                 self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
             }

@@ -17,7 +17,7 @@ const TEMPLATE: &str = include_str!("wsgate.lua");
 /// The library's source for this config. Its version is a hash of the text,
 /// so nodes with the same config load the same library, and a node with a
 /// changed config replaces it (and says so in its log).
-pub fn library(prefix: &str, history: &HistoryConfig) -> (String, String) {
+pub fn library(prefix: &str, history: &HistoryConfig, max_event_bytes: usize) -> (String, String) {
     let all = history.namespaces.iter().any(|ns| ns == "*");
     let namespaces: Vec<String> = history
         .namespaces
@@ -29,6 +29,7 @@ pub fn library(prefix: &str, history: &HistoryConfig) -> (String, String) {
     let body = TEMPLATE
         .replace("{{PREFIX}}", &lua_string_body(prefix))
         .replace("{{SIZE}}", &history.size.to_string())
+        .replace("{{MAX_EVENT_BYTES}}", &max_event_bytes.to_string())
         .replace("{{TTL}}", &history.ttl_s.to_string())
         .replace("{{POSITION_TTL}}", &position_ttl.to_string())
         .replace("{{ALL}}", if all { "true" } else { "false" })
@@ -137,12 +138,16 @@ mod tests {
             namespaces: vec!["orders".into(), "chat".into()],
             ..HistoryConfig::default()
         };
-        let (source, version) = library("gw:", &history);
+        let (source, version) = library("gw:", &history, 61440);
         assert!(source.starts_with("#!lua name=wsgate\n"));
         assert!(source.contains("local SIZE = 1000"));
         assert!(source.contains("['orders'] = true, ['chat'] = true"));
         assert!(source.contains(&version) && !source.contains("{{"));
         history.size = 10;
-        assert_ne!(library("gw:", &history).1, version, "a new config is a new version");
+        assert_ne!(
+            library("gw:", &history, 61440).1,
+            version,
+            "a new config is a new version"
+        );
     }
 }

@@ -67,6 +67,7 @@ impl RedisBroker {
         url: &str,
         config: &RedisConfig,
         history: &HistoryConfig,
+        max_event_bytes: usize,
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, BrokerError> {
         let redis_config =
@@ -101,7 +102,7 @@ impl RedisBroker {
             timeout: Duration::from_secs(config.subscribe_timeout_s),
             library: history
                 .enabled()
-                .then(|| functions::library(&config.channel_prefix, history)),
+                .then(|| functions::library(&config.channel_prefix, history, max_event_bytes)),
         });
         // The reader subscribes to fred's message stream before connecting,
         // so nothing received on the first connection is missed.

@@ -11,6 +11,7 @@
 
 local PREFIX = '{{PREFIX}}'
 local SIZE = {{SIZE}}
+local MAX_EVENT_BYTES = {{MAX_EVENT_BYTES}}
 local TTL = {{TTL}}
 local POSITION_TTL = {{POSITION_TTL}}
 local ALL = {{ALL}}
@@ -47,6 +48,9 @@ end
 -- The gateway drops a payload it cannot read; refuse it here instead, so
 -- that offsets stay contiguous for clients.
 local function invalid(payload)
+  if #payload > MAX_EVENT_BYTES then
+    return 'wsgate: the payload is ' .. #payload .. ' bytes, more than limits.max_event_bytes (' .. MAX_EVENT_BYTES .. ')'
+  end
   local ok, event = pcall(cjson.decode, payload)
   if not ok or type(event) ~= 'table' or type(event.event) ~= 'string' then
     return 'wsgate: the payload must be a JSON object {"event":"...","data":...}'
