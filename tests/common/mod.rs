@@ -457,7 +457,15 @@ pub async fn listen_addr(child: &mut Child) -> SocketAddr {
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(PATIENCE, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.strip_prefix("wsgate listening on ") {
+            // The plain line, or (WSGATE_LOG_FORMAT=json) a JSON line with "addr".
+            let json_addr = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["addr"].as_str().map(String::from));
+            let rest = line
+                .strip_prefix("wsgate listening on ")
+                .map(String::from)
+                .or(json_addr);
+            if let Some(rest) = rest {
                 let addr = rest.trim_start_matches("http://").trim_start_matches("https://");
                 return addr.parse::<SocketAddr>().ok();
             }
