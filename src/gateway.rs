@@ -123,6 +123,7 @@ impl Gateway {
             },
             n => n,
         };
+        crate::metrics::set_max_connections(capacity);
         Ok(Arc::new(Self {
             capacity,
             open_sockets: AtomicUsize::new(0),

@@ -1,8 +1,10 @@
-//! Metric names (DESIGN §7) in one place, their descriptions, and the
-//! Prometheus recorder behind `/metrics`.
+//! Metric names (docs/PROTOCOL.md §9) in one place, their descriptions, the
+//! label values each can carry, and the Prometheus recorder behind `/metrics`.
 //!
 //! Labels are bounded sets (reasons, frame types, sources), never user ids or
-//! room names. Hot-path handles are resolved once and cached in [`Metrics`].
+//! room names. Every known label value is registered at 0 when the recorder is
+//! installed, so `rate()` and alerts see a series before its first event.
+//! Hot-path handles are resolved once and cached in [`Metrics`].
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +39,85 @@ pub const RECOVERIES: &str = "wsgate_recoveries_total";
 pub const EVENTS_RECOVERED: &str = "wsgate_events_recovered_total";
 pub const HISTORY_PUBLISH: &str = "wsgate_history_publish_total";
 pub const RECOVERY_READS: &str = "wsgate_recovery_reads_total";
+pub const BUILD_INFO: &str = "wsgate_build_info";
+pub const MAX_CONNECTIONS: &str = "wsgate_max_connections";
+
+/// The values each labelled metric can carry (docs/PROTOCOL.md §9). The
+/// recording functions below take only these; a debug build asserts it.
+pub mod labels {
+    pub const CLOSE_REASONS: &[&str] = &[
+        "client",
+        "unauthorized",
+        "token_expired",
+        "disconnected",
+        "slow_consumer",
+        "rate_limited",
+        "message_too_big",
+        "policy",
+        "draining",
+        "heartbeat_timeout",
+        "protocol_error",
+        "internal",
+        "insufficient_state",
+    ];
+    pub const AUTH_FAILURE_REASONS: &[&str] = &[
+        "missing",
+        "timeout",
+        "malformed",
+        "bad_signature",
+        "algorithm",
+        "expired",
+        "not_yet_valid",
+        "missing_exp",
+        "issuer",
+        "audience",
+        "claims",
+        "refresh_other_user",
+    ];
+    pub const HANDSHAKE_REFUSALS: &[&str] = &[
+        "not_websocket",
+        "draining",
+        "broker_down",
+        "capacity",
+        "origin",
+        "rate_limited",
+        "unauthorized",
+        "bad_request",
+        "forbidden",
+    ];
+    pub const CLIENT_FRAME_TYPES: &[&str] = &[
+        "auth",
+        "subscribe",
+        "unsubscribe",
+        "publish",
+        "refresh",
+        "ping",
+        "binary",
+        "invalid",
+    ];
+    pub const COMMAND_ERROR_CODES: &[&str] = &[
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "rate_limited",
+        "limit_exceeded",
+        "internal",
+    ];
+    pub const DROP_REASONS: &[&str] = &["slow_consumer", "broker_lag", "too_large"];
+    pub const PUBLISH_SOURCES: &[&str] = &["api", "client"];
+    pub const BROKER_SOURCES: &[&str] = &["redis", "memory"];
+    pub const API_ENDPOINTS: &[&str] = &["publish", "rooms", "connections", "disconnect", "history", "other"];
+    pub const API_STATUS_CLASSES: &[&str] = &["2xx", "4xx", "5xx"];
+    pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
+    pub const RECOVERY_READ_FROM: &[&str] = &["node", "broker"];
+}
+
+/// In debug builds, refuse a label value the metric does not list: an
+/// unlisted value would be a series nobody initialised or documented.
+fn listed(values: &[&str], value: &str) {
+    debug_assert!(values.contains(&value), "label value {value:?} not in {values:?}");
+}
 
 /// Install the global Prometheus recorder once; later calls return the same handle.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -55,7 +136,58 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .install_recorder()
         .map_err(|e| e.to_string())?;
     describe();
+    process_collector().describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    register_label_values();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// The Prometheus text, with the process metrics (CPU, RSS, open and max
+/// file descriptors, threads) read just before.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The most connections this node admits, for `connections / max` alerts.
+pub fn set_max_connections(capacity: usize) {
+    gauge!(MAX_CONNECTIONS).set(capacity as f64);
+}
+
+/// Every series of every labelled counter, at 0.
+fn register_label_values() {
+    for transport in Transport::ALL {
+        for reason in labels::CLOSE_REASONS {
+            counter!(CONNECTIONS_CLOSED, "reason" => *reason, "transport" => transport.label()).increment(0);
+        }
+    }
+    let single: [(&'static str, &'static str, &[&'static str]); 10] = [
+        (AUTH_FAILURES, "reason", labels::AUTH_FAILURE_REASONS),
+        (HANDSHAKES_REFUSED, "reason", labels::HANDSHAKE_REFUSALS),
+        (CLIENT_FRAMES, "type", labels::CLIENT_FRAME_TYPES),
+        (COMMAND_ERRORS, "code", labels::COMMAND_ERROR_CODES),
+        (MESSAGES_DROPPED, "reason", labels::DROP_REASONS),
+        (EVENTS_PUBLISHED, "source", labels::PUBLISH_SOURCES),
+        (HISTORY_PUBLISH, "source", labels::PUBLISH_SOURCES),
+        (EVENTS_RECEIVED, "source", labels::BROKER_SOURCES),
+        (RECOVERIES, "result", labels::RECOVERY_RESULTS),
+        (RECOVERY_READS, "from", labels::RECOVERY_READ_FROM),
+    ];
+    for (name, label, values) in single {
+        for value in values {
+            counter!(name, label => *value).increment(0);
+        }
+    }
+    for endpoint in labels::API_ENDPOINTS {
+        for status in labels::API_STATUS_CLASSES {
+            counter!(API_REQUESTS, "endpoint" => *endpoint, "status" => *status).increment(0);
+        }
+    }
 }
 
 /// Keep histograms bounded in memory: the exporter drains samples on upkeep.
@@ -112,6 +244,11 @@ fn describe() {
     describe_counter!(
         RECOVERY_READS,
         "Resumes answered from the node's own window (node) or by a history read (broker)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the `version` label is the running build.");
+    describe_gauge!(
+        MAX_CONNECTIONS,
+        "The most connections this node admits (limits.max_connections, or derived from the open-file limit)."
     );
 }
 
@@ -213,44 +350,54 @@ impl Metrics {
     /// One resume into a durable room: its result, and whether the node's
     /// window (`node`) or a history read (`broker`) answered it.
     pub fn recovery(recovered: bool, read_from: &'static str) {
+        listed(labels::RECOVERY_READ_FROM, read_from);
         let result = if recovered { "recovered" } else { "not_recovered" };
         counter!(RECOVERIES, "result" => result).increment(1);
         counter!(RECOVERY_READS, "from" => read_from).increment(1);
     }
 
     pub fn history_published(source: &'static str) {
+        listed(labels::PUBLISH_SOURCES, source);
         counter!(HISTORY_PUBLISH, "source" => source).increment(1);
     }
 
     pub fn connection_closed(reason: &'static str, transport: Transport) {
+        listed(labels::CLOSE_REASONS, reason);
         counter!(CONNECTIONS_CLOSED, "reason" => reason, "transport" => transport.label()).increment(1);
     }
 
     pub fn auth_failure(reason: &'static str) {
+        listed(labels::AUTH_FAILURE_REASONS, reason);
         counter!(AUTH_FAILURES, "reason" => reason).increment(1);
     }
 
     pub fn events_received(source: &'static str) -> Counter {
+        listed(labels::BROKER_SOURCES, source);
         counter!(EVENTS_RECEIVED, "source" => source)
     }
 
     pub fn events_published(source: &'static str) {
+        listed(labels::PUBLISH_SOURCES, source);
         counter!(EVENTS_PUBLISHED, "source" => source).increment(1);
     }
 
     pub fn client_frame(kind: &'static str) {
+        listed(labels::CLIENT_FRAME_TYPES, kind);
         counter!(CLIENT_FRAMES, "type" => kind).increment(1);
     }
 
     pub fn handshake_refused(reason: &'static str) {
+        listed(labels::HANDSHAKE_REFUSALS, reason);
         counter!(HANDSHAKES_REFUSED, "reason" => reason).increment(1);
     }
 
     pub fn command_error(code: &'static str) {
+        listed(labels::COMMAND_ERROR_CODES, code);
         counter!(COMMAND_ERRORS, "code" => code).increment(1);
     }
 
     pub fn messages_dropped(reason: &'static str, count: u64) {
+        listed(labels::DROP_REASONS, reason);
         counter!(MESSAGES_DROPPED, "reason" => reason).increment(count);
     }
 
@@ -260,6 +407,7 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
+        listed(labels::API_ENDPOINTS, endpoint);
         counter!(API_REQUESTS, "endpoint" => endpoint, "status" => class).increment(1);
     }
 }
@@ -273,6 +421,61 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_close_reason_and_error_code_is_a_listed_label() {
+        use crate::close::CloseReason as R;
+        use crate::protocol::ErrorCode as E;
+        let m = String::new;
+        for reason in [
+            R::ClientGone,
+            R::Unauthorized(m()),
+            R::TokenExpired,
+            R::Disconnected(m()),
+            R::SlowConsumer,
+            R::RateLimited,
+            R::MessageTooBig,
+            R::Policy(m()),
+            R::Draining,
+            R::HeartbeatTimeout,
+            R::Protocol(m()),
+            R::Internal(m()),
+            R::InsufficientState,
+        ] {
+            assert!(labels::CLOSE_REASONS.contains(&reason.label()), "{reason:?}");
+        }
+        for code in [
+            E::BadRequest,
+            E::Unauthorized,
+            E::Forbidden,
+            E::NotFound,
+            E::RateLimited,
+            E::LimitExceeded,
+            E::Internal,
+        ] {
+            assert!(labels::COMMAND_ERROR_CODES.contains(&code.as_str()), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn every_auth_error_is_a_listed_label() {
+        use crate::auth::AuthError as A;
+        for error in [
+            A::Missing,
+            A::Timeout,
+            A::Malformed,
+            A::BadSignature,
+            A::Algorithm,
+            A::Expired,
+            A::NotYetValid,
+            A::MissingExp,
+            A::Issuer,
+            A::Audience,
+            A::Claim(String::new()),
+        ] {
+            assert!(labels::AUTH_FAILURE_REASONS.contains(&error.reason()), "{error:?}");
+        }
+    }
 
     #[test]
     fn sharded_counter_sums_every_thread() {

@@ -268,6 +268,55 @@ async fn metrics_parse_as_prometheus_and_the_connection_gauge_moves() {
 }
 
 #[tokio::test]
+async fn a_fresh_node_exports_build_info_capacity_process_metrics_and_every_labelled_series_at_zero() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_CONNECTIONS", 123)).await;
+    let text = node.metrics().await;
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text");
+    let sample = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name}{labels:?} is exported:\n{text}"))
+    };
+    assert_eq!(
+        sample("wsgate_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        1.0
+    );
+    assert_eq!(sample("wsgate_max_connections", &[]), 123.0);
+    assert!(sample("process_open_fds", &[]) > 0.0);
+    assert!(sample("process_max_fds", &[]) >= sample("process_open_fds", &[]));
+    assert!(sample("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(sample("process_cpu_seconds_total", &[]) >= 0.0);
+    // Series that no event has touched yet exist at 0, so rate() and alerts
+    // see them from the first scrape.
+    for (name, labels) in [
+        (
+            "wsgate_connections_closed_total",
+            vec![("reason", "slow_consumer"), ("transport", "sse")],
+        ),
+        ("wsgate_handshakes_refused_total", vec![("reason", "capacity")]),
+        ("wsgate_messages_dropped_total", vec![("reason", "too_large")]),
+        ("wsgate_auth_failures_total", vec![("reason", "bad_signature")]),
+        ("wsgate_command_errors_total", vec![("code", "forbidden")]),
+        (
+            "wsgate_api_requests_total",
+            vec![("endpoint", "publish"), ("status", "5xx")],
+        ),
+        ("wsgate_recoveries_total", vec![("result", "not_recovered")]),
+    ] {
+        assert_eq!(sample(name, &labels), 0.0, "{name}{labels:?}");
+    }
+}
+
+#[tokio::test]
 async fn delivery_is_counted_and_timed() {
     let node = Node::start(NodeOptions::memory()).await;
     let mut client = Client::user(&node, "1", None, &[]).await;

@@ -33,6 +33,6 @@ pub fn ready(gw: &Gateway) -> Response<Body> {
 /// Prometheus text exposition.
 pub fn metrics(gw: &Gateway) -> Response<Body> {
     gw.hub.metrics().messages_delivered.publish();
-    let text = gw.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+    let text = gw.prometheus.as_ref().map(crate::metrics::render).unwrap_or_default();
     with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }
