@@ -53,8 +53,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address of the one HTTP listener (WebSocket, health, metrics, API).
+    /// Address of the public HTTP listener: WebSocket, SSE, health, and
+    /// (unless `internal_listen` is set) metrics and the server API.
     pub listen: String,
+    /// When set, `/metrics` and `/api/v1/` are served only on this address
+    /// (plain HTTP, for the cluster's own network), not on `listen`.
+    pub internal_listen: Option<String>,
     /// Tracing filter, e.g. `info` or `wsgate=debug,info`.
     pub log: String,
     pub log_format: LogFormat,
@@ -78,6 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            internal_listen: None,
             log: "info".into(),
             log_format: LogFormat::Text,
             node_id: None,
@@ -415,6 +420,15 @@ impl Config {
     /// Refuse a configuration the node cannot run safely with.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let listen = self.listen_addr()?;
+        if let Some(internal) = self.internal_listen_addr()?
+            && internal == listen
+            && listen.port() != 0
+        {
+            return Err(invalid(
+                "internal_listen",
+                format!("{internal} is also `listen`: give the internal listener its own port"),
+            ));
+        }
         let has_real_key = self.jwt.secret.is_some() || self.jwt.public_key_file.is_some();
         if !has_real_key {
             match &self.jwt.dev_secret {
@@ -529,6 +543,16 @@ impl Config {
             .map_err(|_| invalid("listen", format!("'{}' is not an ip:port address", self.listen)))
     }
 
+    pub fn internal_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.internal_listen
+            .as_deref()
+            .map(|addr| {
+                addr.parse()
+                    .map_err(|_| invalid("internal_listen", format!("'{addr}' is not an ip:port address")))
+            })
+            .transpose()
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.ws.heartbeat_s)
     }
@@ -559,6 +583,10 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
 pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     ("WSGATE_LISTEN", |c, v| {
         c.listen = v.into();
+        Ok(())
+    }),
+    ("WSGATE_INTERNAL_LISTEN", |c, v| {
+        c.internal_listen = Some(v.into());
         Ok(())
     }),
     ("WSGATE_REDIS_URL", |c, v| {

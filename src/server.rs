@@ -1,5 +1,6 @@
-//! The listener: accept TCP connections, serve HTTP/1.1 on each (with
-//! upgrades), and run the node until a signal drains it.
+//! The listeners (public, and internal when configured): accept TCP
+//! connections, serve HTTP/1.1 on each (with upgrades), and run the node
+//! until a signal drains it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use crate::close::CloseReason;
 use crate::config::LogFormat;
 use crate::gateway::Gateway;
-use crate::http;
+use crate::http::{self, Surface};
 use crate::tls::TlsAcceptor;
 
 /// After the drain window, how long sessions get to finish their close.
@@ -30,7 +31,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accept connections until the process ends. Errors are logged and the
 /// loop goes on.
-pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAcceptor>, surface: Surface) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -46,9 +47,9 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<Tl
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(gw, stream, remote).await,
+                None => serve_connection(gw, stream, remote, surface).await,
                 Some(tls) => match tls.accept(stream, gw.config.ws.handshake_timeout_s).await {
-                    Ok(stream) => serve_connection(gw, stream, remote).await,
+                    Ok(stream) => serve_connection(gw, stream, remote, surface).await,
                     Err(error) => tracing::debug!(%remote, %error, "TLS handshake failed"),
                 },
             }
@@ -56,14 +57,14 @@ pub async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, tls: Option<Tl
     }
 }
 
-async fn serve_connection<S>(gw: Arc<Gateway>, stream: S, remote: SocketAddr)
+async fn serve_connection<S>(gw: Arc<Gateway>, stream: S, remote: SocketAddr, surface: Surface)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake_timeout = Duration::from_secs(gw.config.ws.handshake_timeout_s);
     let service = service_fn(move |req| {
         let gw = gw.clone();
-        async move { Ok::<_, Infallible>(http::route(gw, req, remote).await) }
+        async move { Ok::<_, Infallible>(http::route(gw, req, remote, surface).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -87,6 +88,10 @@ pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from_files(cert, key)?),
         _ => None,
     };
+    let internal = match gw.config.internal_listen_addr().map_err(|e| e.to_string())? {
+        Some(addr) => Some(bind(addr).map_err(|e| format!("cannot listen on {addr} (internal_listen): {e}"))?),
+        None => None,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         addr = %local,
@@ -95,20 +100,25 @@ pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
         dev = gw.config.is_dev(),
         "wsgate listening"
     );
-    // A stable line on stdout for scripts and tests that start the node on
-    // port 0; in JSON mode a JSON line, since collectors parse every line.
-    let line = format!("wsgate listening on {scheme}://{local}");
-    match gw.config.log_format {
-        LogFormat::Text => println!("{line}"),
-        LogFormat::Json => println!(
-            "{}",
-            serde_json::json!({"level": "INFO", "message": line, "addr": format!("{scheme}://{local}")})
-        ),
-    }
+    announce(&gw, "wsgate listening on", "addr", &format!("{scheme}://{local}"));
+    let public_surface = match internal {
+        Some(internal) => {
+            let addr = internal.local_addr().map_err(|e| e.to_string())?;
+            announce(
+                &gw,
+                "wsgate internal API and metrics on",
+                "internal_addr",
+                &format!("http://{addr}"),
+            );
+            tokio::spawn(accept_loop(gw.clone(), internal, None, Surface::Internal));
+            Surface::Public
+        }
+        None => Surface::All,
+    };
     if gw.handshake_limiter.is_some() {
         tokio::spawn(sweep_handshake_limiter(gw.clone()));
     }
-    tokio::spawn(accept_loop(gw.clone(), listener, tls));
+    tokio::spawn(accept_loop(gw.clone(), listener, tls, public_surface));
 
     crate::shutdown::signal().await;
     let drain = Duration::from_secs(gw.config.shutdown.drain_s);
@@ -128,6 +138,21 @@ pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
     gw.broker().close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A stable line on stdout naming a listener's address, for scripts and tests
+/// that start the node on port 0; in JSON mode a JSON line, since collectors
+/// parse every line.
+fn announce(gw: &Gateway, what: &str, key: &str, url: &str) {
+    let line = format!("{what} {url}");
+    match gw.config.log_format {
+        LogFormat::Text => println!("{line}"),
+        LogFormat::Json => {
+            let mut object = serde_json::json!({"level": "INFO", "message": line});
+            object[key] = url.into();
+            println!("{object}");
+        }
+    }
 }
 
 /// Forget idle per-IP buckets now and then, so the map stays small.

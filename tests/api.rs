@@ -264,3 +264,65 @@ async fn responses_carry_security_headers() {
         assert_eq!(headers["cache-control"], "no-store");
     }
 }
+
+#[tokio::test]
+async fn internal_listen_moves_the_api_and_metrics_off_the_public_listener() {
+    let internal = format!("127.0.0.1:{}", free_port());
+    let node = Node::start(NodeOptions::memory().env("WSGATE_INTERNAL_LISTEN", &internal)).await;
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(url)
+                .header("authorization", format!("Bearer {API_KEY}"))
+                .send()
+                .await
+                .unwrap();
+            body(response).await
+        }
+    };
+    // Public: sockets and probes, no API, no metrics.
+    for path in ["/metrics", "/api/v1/rooms"] {
+        let (status, value) = get(node.http_url(path)).await;
+        assert_eq!(status, 404, "{path} on the public listener");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("internal listener"),
+            "{value}"
+        );
+    }
+    assert_eq!(node.status("/health").await, 200);
+    let mut client = Client::user(&node, "7", None, &[]).await;
+    // Internal: the API and metrics, probes, and no sockets.
+    let (status, value) = get(format!("http://{internal}/api/v1/rooms")).await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(value["data"][0]["room"], "user:7", "{value}");
+    let metrics = http.get(format!("http://{internal}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert_eq!(metric_value(&metrics.text().await.unwrap(), "wsgate_connections"), 1.0);
+    for path in ["/health", "/ready"] {
+        assert_eq!(get(format!("http://{internal}{path}")).await.0, 200, "{path}");
+    }
+    for path in ["/v1/ws", "/v1/sse", "/v1/client.js"] {
+        assert_eq!(get(format!("http://{internal}{path}")).await.0, 404, "{path}");
+    }
+    assert_eq!(client.request(json!({"type": "ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn internal_listen_on_the_public_address_is_refused_at_start() {
+    let port = free_port();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .env_clear()
+        .env("WSGATE_JWT_SECRET", SECRET)
+        .env("WSGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WSGATE_INTERNAL_LISTEN", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("internal_listen"), "{stderr}");
+}

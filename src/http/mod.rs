@@ -1,5 +1,5 @@
-//! HTTP on the one listener: routing, JSON responses and the headers every
-//! response carries.
+//! HTTP routing for the public and the internal listener, JSON responses and
+//! the headers every response carries.
 //!
 //! - [`admission`]: the checks every WebSocket and SSE connection passes first.
 //! - [`upgrade`]: `GET /v1/ws`, every check that happens before the upgrade.
@@ -33,10 +33,39 @@ use crate::gateway::Gateway;
 /// Every response body: a whole one ([`with_type`]) or a stream (SSE).
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// Which endpoints a listener serves (docs/PROTOCOL.md §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// The only listener: everything.
+    All,
+    /// The public listener beside an internal one: no `/metrics`, no API.
+    Public,
+    /// The internal listener: `/metrics`, the API, `/health`, `/ready`.
+    Internal,
+}
+
+impl Surface {
+    fn serves(self, path: &str) -> bool {
+        let internal_only = path == "/metrics" || path == "/api/v1" || path.starts_with("/api/v1/");
+        match self {
+            Surface::All => true,
+            Surface::Public => !internal_only,
+            Surface::Internal => internal_only || path == "/health" || path == "/ready",
+        }
+    }
+}
+
 /// Route one request. Never fails: every error is a response.
-pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr, surface: Surface) -> Response<Body> {
     let path = req.uri().path();
-    let mut response = match (req.method(), path) {
+    if !surface.serves(path) {
+        let message = match surface {
+            Surface::Public => "no such endpoint on this listener: metrics and the API are on the internal listener",
+            _ => "no such endpoint on the internal listener",
+        };
+        return with_common_headers(error(StatusCode::NOT_FOUND, "not_found", message));
+    }
+    let response = match (req.method(), path) {
         (&Method::GET, "/v1/ws") => upgrade::handle(gw, req, remote),
         (&Method::GET, "/v1/sse") => crate::sse::handle(gw, req, remote).await,
         (&Method::GET, "/health") => ops::health(),
@@ -53,6 +82,10 @@ pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr)
         ),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     };
+    with_common_headers(response)
+}
+
+fn with_common_headers(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     if !headers.contains_key(CACHE_CONTROL) {
