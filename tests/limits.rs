@@ -325,3 +325,81 @@ fn max_event_bytes_must_fit_the_send_queue() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_event_bytes"));
 }
+
+/// Before auth, a socket gets the same close codes as after it: the client
+/// learns what was wrong, and the node and a bystander are unaffected.
+#[tokio::test]
+async fn before_auth_every_refusal_has_its_close_code_and_reason() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_FRAME_BYTES", 1024)).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+
+    // An oversized first frame: 1009, not a reset.
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    ws.send(Message::text("x".repeat(2000))).await.unwrap();
+    assert!(matches!(next_frame(&mut ws).await, Frame::Close(1009, _)));
+
+    // Invalid UTF-8 in a text frame: 1002.
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    let invalid = WireFrame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(invalid)).await.unwrap();
+    match next_frame(&mut ws).await {
+        Frame::Close(code, reason) => {
+            assert_eq!(code, 1002, "{reason}");
+            assert!(reason.contains("UTF-8"), "{reason}");
+        }
+        _ => panic!("expected a close frame"),
+    }
+
+    // The client's close is answered with a close.
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    ws.send(Message::Close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "changed my mind".into(),
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next_frame(&mut ws).await, Frame::Close(1000, _)));
+
+    // An auth frame with an unknown member says so, not "no token given".
+    let token = token("a", None, &[], 60);
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "auth", "token": token, "tokne": 1}).to_string(),
+    ))
+    .await
+    .unwrap();
+    match next_frame(&mut ws).await {
+        Frame::Close(code, reason) => {
+            assert_eq!(code, 4001);
+            assert!(reason.contains("tokne"), "{reason}");
+        }
+        _ => panic!("expected a close frame"),
+    }
+
+    // A first frame of another type names it.
+    let mut ws = open(&node.ws_url(), &[]).await.unwrap();
+    ws.send(Message::text(r#"{"type":"subscribe","room":"chat:1"}"#))
+        .await
+        .unwrap();
+    match next_frame(&mut ws).await {
+        Frame::Close(code, reason) => {
+            assert_eq!(code, 4001);
+            assert!(reason.contains("must be auth"), "{reason}");
+        }
+        _ => panic!("expected a close frame"),
+    }
+
+    node.wait_metric("wsgate_connections_closed_total{reason=\"message_too_big\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    node.wait_metric("wsgate_connections_closed_total{reason=\"protocol_error\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    node.wait_metric("wsgate_connections", |v| v == 1.0).await;
+    assert_bystander_served(&node, &mut bystander, "after-pre-auth-refusals").await;
+}

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
-use super::close::send_close;
+use super::close::{classify, send_close};
 use super::{STRIKE_WINDOW, Session, WsStream, instant_of_unix};
 use crate::auth::{AuthError, Identity};
 use crate::close::CloseReason;
@@ -50,22 +50,25 @@ async fn open(
         Some(identity) => identity,
         None => match await_auth_frame(&gw, &mut ws).await {
             Ok(identity) => identity,
-            Err(Refused::Gone) => return None,
             Err(refused) => {
-                let message = match refused {
+                let reason = match refused {
                     Refused::Auth(error) => {
                         Metrics::auth_failure(error.reason());
                         tracing::debug!(%remote, reason = error.reason(), "auth frame refused");
-                        error.to_string()
+                        CloseReason::Unauthorized(error.to_string())
                     }
                     Refused::Invalid(message) => {
                         Metrics::auth_failure("malformed");
-                        message
+                        tracing::debug!(%remote, %message, "auth frame refused");
+                        CloseReason::Unauthorized(message)
                     }
-                    Refused::Gone => String::new(),
+                    Refused::Closed(reason) => reason,
                 };
-                let reason = CloseReason::Unauthorized(message);
-                Metrics::connection_closed(reason.label(), Transport::WebSocket);
+                // The client's own close is answered (send_close echoes it)
+                // but, as after auth, not counted as a refusal.
+                if reason != CloseReason::ClientGone {
+                    Metrics::connection_closed(reason.label(), Transport::WebSocket);
+                }
                 send_close(&mut ws, &reason).await;
                 return None;
             }
@@ -113,10 +116,12 @@ async fn open(
 
 enum Refused {
     Auth(AuthError),
-    /// An auth frame that cannot be read (e.g. a malformed `since`).
+    /// A first frame that is not a well-formed auth frame: what is wrong.
     Invalid(String),
-    /// The client left; nothing to answer.
-    Gone,
+    /// The socket ended before auth: the client closed (answered with its
+    /// own close), or sent what the WebSocket layer refuses (an oversized
+    /// frame: 1009, invalid UTF-8 or a protocol violation: 1002).
+    Closed(CloseReason),
 }
 
 /// Wait for `{"type":"auth","token":...,"since":...}` within `auth_timeout`.
@@ -136,13 +141,21 @@ async fn await_auth_frame(gw: &Gateway, ws: &mut WsStream) -> Result<(Identity, 
                         command: Command::Auth { token, since },
                         ..
                     }) => gw.verifier.verify(&token).map(|id| (id, since)).map_err(Refused::Auth),
-                    Err(error) if error.message.contains("since") => Err(Refused::Invalid(error.message)),
-                    _ => Err(Refused::Auth(AuthError::Missing)),
+                    Ok(frame) => Err(Refused::Invalid(format!(
+                        "the first frame must be auth, not {}",
+                        frame.command.kind()
+                    ))),
+                    Err(error) => Err(Refused::Invalid(format!("invalid auth frame: {}", error.message))),
                 };
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Binary(_) | Message::Frame(_))) => return Err(Refused::Auth(AuthError::Malformed)),
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(Refused::Gone),
+            Some(Ok(Message::Binary(_) | Message::Frame(_))) => {
+                return Err(Refused::Invalid(
+                    "the first frame must be a JSON text auth frame".into(),
+                ));
+            }
+            Some(Ok(Message::Close(_))) | None => return Err(Refused::Closed(CloseReason::ClientGone)),
+            Some(Err(error)) => return Err(Refused::Closed(classify(error))),
         }
     }
 }
