@@ -36,11 +36,29 @@ support = ["orders:read", "orders:update", "chat:read", "chat:publish"]
 viewer = ["orders:read", "chat:read"]
 "#;
 
+/// A port no other caller in this process got, free now, and below the
+/// kernel's ephemeral range (32768+ by default): a node or client binding
+/// port 0 meanwhile cannot be given it, so a server started on it later
+/// (e.g. redis-server) does not find it taken.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread test binaries (run one after another) over the span.
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id() % u32::from(SPAN)) as u16,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
