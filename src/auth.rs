@@ -75,6 +75,8 @@ pub enum AuthError {
     Audience,
     #[error("token claim '{0}' is missing or invalid")]
     Claim(String),
+    #[error("token has more than {MAX_TOKEN_ROLES} roles")]
+    TooManyRoles,
 }
 
 impl AuthError {
@@ -91,7 +93,7 @@ impl AuthError {
             AuthError::MissingExp => "missing_exp",
             AuthError::Issuer => "issuer",
             AuthError::Audience => "audience",
-            AuthError::Claim(_) => "claims",
+            AuthError::Claim(_) | AuthError::TooManyRoles => "claims",
         }
     }
 }
@@ -248,6 +250,7 @@ impl Verifier {
         };
         let roles = match claims.get(&names.roles) {
             None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.len() > MAX_TOKEN_ROLES => return Err(AuthError::TooManyRoles),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|item| claim_id(Some(item)))
@@ -268,6 +271,10 @@ impl Verifier {
         })
     }
 }
+
+/// The most roles a token may carry. Each is a room the connection joins, and
+/// a token is verified on every connect: the bound keeps both cheap.
+pub const MAX_TOKEN_ROLES: usize = 64;
 
 /// The latest `exp` accepted: 9999-12-31T23:59:59Z. A later one is not a
 /// time any clock here can hold; the token is refused as malformed.

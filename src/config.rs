@@ -225,6 +225,10 @@ pub struct LimitsConfig {
     /// a client or Redis, in bytes. It must fit a send queue with room for
     /// the frame around it, or every member would be closed as slow.
     pub max_event_bytes: usize,
+    /// Upgraded sockets that may wait for their auth frame at once; past it,
+    /// upgrades without a token get 503. Unauthenticated sockets hold
+    /// descriptors too, and must not crowd out the authenticated.
+    pub max_pending_auth: usize,
 }
 
 impl Default for LimitsConfig {
@@ -239,6 +243,7 @@ impl Default for LimitsConfig {
             handshakes_per_ip: 0.0,
             handshake_burst_per_ip: 50.0,
             max_event_bytes: 60 * 1024,
+            max_pending_auth: 4096,
         }
     }
 }
@@ -489,6 +494,25 @@ impl Config {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1"));
             }
+            if value > MAX_TIMEOUT_S {
+                return Err(invalid(name, format!("must be at most {MAX_TIMEOUT_S}")));
+            }
+        }
+        if self.shutdown.drain_s > MAX_TIMEOUT_S {
+            return Err(invalid("shutdown.drain_s", format!("must be at most {MAX_TIMEOUT_S}")));
+        }
+        for (name, value) in [
+            ("limits.client_rate", self.limits.client_rate),
+            ("limits.client_burst", self.limits.client_burst),
+            ("limits.handshakes_per_ip", self.limits.handshakes_per_ip),
+            ("limits.handshake_burst_per_ip", self.limits.handshake_burst_per_ip),
+        ] {
+            if !(0.0..=MAX_RATE).contains(&value) {
+                return Err(invalid(name, format!("must be a number from 0 to {MAX_RATE}")));
+            }
+        }
+        if self.limits.max_pending_auth == 0 {
+            return Err(invalid("limits.max_pending_auth", "must be at least 1"));
         }
         if self.ws.max_frame_bytes < 256 {
             return Err(invalid("ws.max_frame_bytes", "must be at least 256"));
@@ -562,6 +586,12 @@ impl Config {
         self.jwt.secret.is_none() && self.jwt.public_key_file.is_none() && self.jwt.dev_secret.is_some()
     }
 }
+
+/// The longest timeout, heartbeat or drain window accepted, in seconds: an
+/// hour. Longer is a typo, and would overflow nothing but would hang a node.
+const MAX_TIMEOUT_S: u64 = 3600;
+/// The highest rate or burst accepted (per second / frames).
+const MAX_RATE: f64 = 1_000_000.0;
 
 type EnvSetter = fn(&mut Config, &str) -> Result<(), String>;
 
@@ -651,6 +681,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_MAX_EVENT_BYTES", |c, v| {
         c.limits.max_event_bytes = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_MAX_PENDING_AUTH", |c, v| {
+        c.limits.max_pending_auth = number(v)?;
         Ok(())
     }),
     ("WSGATE_SEND_QUEUE_BYTES", |c, v| {
@@ -828,6 +862,40 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("WSGATE_HEARTBEAT_S"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_drain_and_rates_have_upper_bounds() {
+        for (name, value, setting) in [
+            ("WSGATE_HEARTBEAT_S", "99999999999", "ws.heartbeat_s"),
+            ("WSGATE_AUTH_TIMEOUT_S", "3601", "ws.auth_timeout_s"),
+            ("WSGATE_WRITE_TIMEOUT_S", "18446744073709551615", "ws.write_timeout_s"),
+            ("WSGATE_DRAIN_S", "86400", "shutdown.drain_s"),
+            ("WSGATE_CLIENT_RATE", "nan", "limits.client_rate"),
+            ("WSGATE_CLIENT_BURST", "1e300", "limits.client_burst"),
+            ("WSGATE_HANDSHAKES_PER_IP", "inf", "limits.handshakes_per_ip"),
+            ("WSGATE_HANDSHAKE_BURST_PER_IP", "-1", "limits.handshake_burst_per_ip"),
+            ("WSGATE_MAX_PENDING_AUTH", "0", "limits.max_pending_auth"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("WSGATE_JWT_SECRET", LONG_ENOUGH), (name, value)]),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(setting), "{name}={value}: {err}");
+        }
+        let at_bounds = Config::load(
+            None,
+            &env(&[
+                ("WSGATE_JWT_SECRET", LONG_ENOUGH),
+                ("WSGATE_HEARTBEAT_S", "3600"),
+                ("WSGATE_DRAIN_S", "3600"),
+                ("WSGATE_CLIENT_RATE", "1000000"),
+            ]),
+            &Overrides::default(),
+        );
+        assert!(at_bounds.is_ok(), "{at_bounds:?}");
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Gateway {
     pub capacity: usize,
     /// Upgraded sockets alive, authenticated or not: what holds descriptors.
     open_sockets: AtomicUsize,
+    /// Upgraded sockets still waiting for their auth frame.
+    pending_auth: AtomicUsize,
 }
 
 /// Why a publish failed.
@@ -70,12 +72,29 @@ pub enum JoinError {
     Ahead(Position),
 }
 
-/// Counts one upgraded socket for as long as it lives.
-pub struct SocketSlot(Arc<Gateway>);
+/// Counts one socket against a node-wide limit for as long as it is held:
+/// every upgraded socket ([`Gateway::reserve_socket`]), and a socket that
+/// has yet to send its auth frame ([`Gateway::reserve_pending_auth`]).
+pub struct SocketSlot {
+    gw: Arc<Gateway>,
+    counter: fn(&Gateway) -> &AtomicUsize,
+}
+
+impl SocketSlot {
+    /// Count one more against `limit`; None (and nothing counted) when full.
+    fn take(gw: &Arc<Gateway>, counter: fn(&Gateway) -> &AtomicUsize, limit: usize) -> Option<SocketSlot> {
+        let taken = counter(gw).fetch_add(1, Ordering::Relaxed);
+        let slot = SocketSlot {
+            gw: gw.clone(),
+            counter,
+        };
+        (taken < limit).then_some(slot)
+    }
+}
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        self.0.open_sockets.fetch_sub(1, Ordering::Relaxed);
+        (self.counter)(&self.gw).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -127,6 +146,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             capacity,
             open_sockets: AtomicUsize::new(0),
+            pending_auth: AtomicUsize::new(0),
             verifier,
             permissions,
             hub,
@@ -141,9 +161,13 @@ impl Gateway {
 
     /// Take a socket slot, or None when the node is at capacity.
     pub fn reserve_socket(self: &Arc<Self>) -> Option<SocketSlot> {
-        let taken = self.open_sockets.fetch_add(1, Ordering::Relaxed);
-        let slot = SocketSlot(self.clone());
-        (taken < self.capacity).then_some(slot)
+        SocketSlot::take(self, |gw| &gw.open_sockets, self.capacity)
+    }
+
+    /// Take a slot for a socket that will authenticate with its first frame,
+    /// or None when `limits.max_pending_auth` sockets already wait.
+    pub fn reserve_pending_auth(self: &Arc<Self>) -> Option<SocketSlot> {
+        SocketSlot::take(self, |gw| &gw.pending_auth, self.config.limits.max_pending_auth)
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {

@@ -79,6 +79,7 @@ pub mod labels {
         "draining",
         "broker_down",
         "capacity",
+        "pending_auth",
         "origin",
         "rate_limited",
         "unauthorized",
@@ -472,6 +473,7 @@ mod tests {
             A::Issuer,
             A::Audience,
             A::Claim(String::new()),
+            A::TooManyRoles,
         ] {
             assert!(labels::AUTH_FAILURE_REASONS.contains(&error.reason()), "{error:?}");
         }

@@ -172,7 +172,10 @@ impl ClientFrame {
                 let event = raw.event.ok_or("missing 'event'")?;
                 validate_event_name(&event)?;
                 let data = match raw.data {
-                    Some(data) => data.to_owned(),
+                    Some(data) => {
+                        validate_data(data)?;
+                        data.to_owned()
+                    }
                     None => RawValue::from_string("null".into()).map_err(|e| e.to_string())?,
                 };
                 Ok(Command::Publish {
@@ -248,6 +251,54 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((at, _)) => &s[..at],
         None => s,
     }
+}
+
+/// The deepest nesting of arrays and objects accepted in an event's `data`
+/// from a client or the API: deeper is no real payload, and costs every
+/// receiving browser a recursive parse.
+pub const MAX_DATA_DEPTH: usize = 32;
+/// The longest `id` the API passes through to clients, in bytes.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// Refuse `data` nested deeper than [`MAX_DATA_DEPTH`].
+pub fn validate_data(data: &RawValue) -> Result<(), String> {
+    if json_depth_exceeds(data.get(), MAX_DATA_DEPTH) {
+        return Err(format!(
+            "'data' nests arrays and objects deeper than {MAX_DATA_DEPTH} levels"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether valid JSON nests arrays and objects deeper than `max`: a byte
+/// scan, counting brackets outside strings.
+fn json_depth_exceeds(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 pub fn validate_event_name(event: &str) -> Result<(), String> {
@@ -512,6 +563,17 @@ mod tests {
 
     fn parse(v: Value) -> Result<ClientFrame, FrameError> {
         ClientFrame::parse(&v.to_string())
+    }
+
+    #[test]
+    fn data_deeper_than_the_limit_is_refused_and_brackets_in_strings_do_not_count() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let frame = |data: &str| format!(r#"{{"type":"publish","room":"chat:1","event":"e","data":{data}}}"#);
+        assert!(ClientFrame::parse(&frame(&nested(MAX_DATA_DEPTH))).is_ok());
+        let error = ClientFrame::parse(&frame(&nested(MAX_DATA_DEPTH + 1))).unwrap_err();
+        assert!(error.message.contains("deeper than 32"), "{}", error.message);
+        let in_strings = format!(r#"{{"a":"{}","b":"\\\"{{{{"}}"#, "[".repeat(100));
+        assert!(ClientFrame::parse(&frame(&in_strings)).is_ok(), "{in_strings}");
     }
 
     #[test]

@@ -403,3 +403,102 @@ async fn before_auth_every_refusal_has_its_close_code_and_reason() {
     node.wait_metric("wsgate_connections", |v| v == 1.0).await;
     assert_bystander_served(&node, &mut bystander, "after-pre-auth-refusals").await;
 }
+
+#[tokio::test]
+async fn sockets_waiting_for_their_auth_frame_are_capped_and_others_are_not() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_PENDING_AUTH", 2)).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    let mut first = open(&node.ws_url(), &[]).await.unwrap();
+    let _second = open(&node.ws_url(), &[]).await.unwrap();
+    match open(&node.ws_url(), &[]).await {
+        Err(Refusal::Http(503, body)) => assert!(body.contains("auth frame"), "{body}"),
+        Err(other) => panic!("expected 503, got {other:?}"),
+        Ok(_) => panic!("a third pending socket was accepted"),
+    }
+    node.wait_metric("wsgate_handshakes_refused_total{reason=\"pending_auth\"}", |v| v == 1.0)
+        .await;
+    // A socket with its token in the upgrade request does not wait: admitted.
+    let mut with_header = Client::user(&node, "h", None, &[]).await;
+    assert_eq!(with_header.request(json!({"type": "ping"})).await["type"], "pong");
+    // Once one pending socket has authenticated, its place is free again.
+    first
+        .send(Message::text(
+            json!({"type": "auth", "token": token("p", None, &[], 60)}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut first).await, Frame::Json(welcome) if welcome["type"] == "welcome"));
+    wait_for("a pending slot to be free", || async {
+        open(&node.ws_url(), &[]).await.is_ok()
+    })
+    .await;
+    assert_bystander_served(&node, &mut bystander, "after-pending-cap").await;
+}
+
+#[tokio::test]
+async fn tokens_with_too_many_roles_and_too_deep_or_long_payloads_are_refused() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    let many: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    match Client::connect(&node, &token("a", None, &many, 60), Via::Header).await {
+        Err(Refusal::Http(401, body)) => assert!(body.contains("more than 64 roles"), "{body}"),
+        Err(other) => panic!("expected 401, got {other:?}"),
+        Ok(_) => panic!("65 roles accepted"),
+    }
+    let client = Client::connect(&node, &token("a", None, &many[..64], 60), Via::Header)
+        .await
+        .expect("64 roles accepted");
+    assert_eq!(client.rooms().len(), 65, "user:a and 64 role rooms");
+
+    let deep = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let mut admin = Client::user(&node, "adm", None, &["admin"]).await;
+    let too_deep: serde_json::Value = serde_json::from_str(&deep(33)).unwrap();
+    let reply = admin
+        .request(json!({"type": "publish", "room": "chat:1", "event": "e", "data": too_deep}))
+        .await;
+    assert_eq!(reply["code"], "bad_request", "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("deeper than 32"), "{reply}");
+    let node = &node;
+    let api = |body: serde_json::Value| async move {
+        let response = node
+            .api(reqwest::Method::POST, "/api/v1/publish")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (status, body) = api(json!({"rooms": ["user:b"], "event": "e", "data": too_deep})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("deeper than 32"), "{body}");
+    let (status, body) = api(json!({"rooms": ["user:b"], "event": "e", "id": "i".repeat(129)})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("'id' must be at most 128 bytes"), "{body}");
+    let (status, body) = api(json!({"rooms": ["user:b"], "event": "e", "id": "i".repeat(128)})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(bystander.recv_type("event").await["id"], "i".repeat(128));
+    assert_eq!(admin.request(json!({"type": "ping"})).await["type"], "pong");
+    assert_bystander_served(node, &mut bystander, "after-bad-payloads").await;
+}
+
+#[tokio::test]
+async fn an_api_body_that_never_arrives_gets_408_and_the_node_serves_on() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut bystander = Client::user(&node, "b", None, &[]).await;
+    let mut slow = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"rooms\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    assert_bystander_served(&node, &mut bystander, "while-a-body-trickles").await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut answer))
+        .await
+        .expect("answered within the body read timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within"), "{answer}");
+}

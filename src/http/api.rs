@@ -21,11 +21,14 @@ use serde_json::value::RawValue;
 use super::{Body, error, json};
 use crate::gateway::{Gateway, PublishError};
 use crate::metrics::Metrics;
-use crate::protocol::{BackendEvent, encode_event, validate_event_name};
+use crate::protocol::{BackendEvent, MAX_EVENT_ID_LEN, encode_event, validate_data, validate_event_name};
 use crate::room::RoomName;
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A request body must arrive within this: a client trickling bytes must
+/// not hold a connection and its buffer forever.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most rooms one publish may target.
 const MAX_PUBLISH_ROOMS: usize = 1000;
 const DEFAULT_LIMIT: usize = 50;
@@ -150,9 +153,20 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> ApiResult {
 }
 
 async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let body: Bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
+    );
+    let body: Bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
         Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "bad_request",
+                format!("request body not received within {} s", BODY_READ_TIMEOUT.as_secs()),
+            ));
+        }
+        Ok(Err(_)) => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "bad_request",
@@ -186,6 +200,14 @@ async fn publish(gw: &Gateway, body: PublishRequest) -> ApiResult {
         .map(|r| RoomName::new(r.as_str()).map_err(|e| ApiError::bad_request(format!("room '{r}': {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     validate_event_name(&body.event).map_err(ApiError::bad_request)?;
+    if let Some(data) = &body.data {
+        validate_data(data).map_err(ApiError::bad_request)?;
+    }
+    if body.id.as_ref().is_some_and(|id| id.len() > MAX_EVENT_ID_LEN) {
+        return Err(ApiError::bad_request(format!(
+            "'id' must be at most {MAX_EVENT_ID_LEN} bytes"
+        )));
+    }
     let event = BackendEvent {
         event: body.event.as_str().into(),
         data: body.data.as_deref(),

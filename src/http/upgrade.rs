@@ -23,7 +23,7 @@ use crate::auth::AuthError;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::protocol::{Since, parse_since};
-use crate::session;
+use crate::session::{self, Credentials};
 
 pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     if !is_websocket_upgrade(&req) {
@@ -58,6 +58,22 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
             }
         },
     };
+    // A socket without a token will send it in its first frame; until then
+    // it counts against limits.max_pending_auth.
+    let credentials = match identity {
+        Some((identity, since)) => Credentials::Verified(identity, since),
+        None => match gw.reserve_pending_auth() {
+            Some(pending) => Credentials::AuthFrame(pending),
+            None => {
+                Metrics::handshake_refused("pending_auth");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "too many sockets waiting for their auth frame: retry later",
+                );
+            }
+        },
+    };
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "missing Sec-WebSocket-Key");
     };
@@ -70,7 +86,7 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
             Ok(upgraded) => {
                 let config = session_gw.ws_config;
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                session::run(session_gw, ws, identity, remote).await;
+                session::run(session_gw, ws, credentials, remote).await;
             }
             Err(e) => tracing::debug!(%remote, error = %e, "upgrade did not complete"),
         }

@@ -31,7 +31,7 @@ use crate::hub::{Batch, Connection};
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics::Metrics;
 use close::classify;
-pub use open::run;
+pub use open::{Credentials, run};
 
 pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 

@@ -14,20 +14,27 @@ use super::close::{classify, send_close};
 use super::{STRIKE_WINDOW, Session, WsStream, instant_of_unix};
 use crate::auth::{AuthError, Identity};
 use crate::close::CloseReason;
-use crate::gateway::{Gateway, JoinError};
+use crate::gateway::{Gateway, JoinError, SocketSlot};
 use crate::hub::Transport;
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics::Metrics;
 use crate::protocol::{ClientFrame, Command, ErrorCode, Joined, Since, WelcomeInfo, encode_welcome};
 
-/// Run a connection to its end. `identity` is set when the token came with
-/// the upgrade request (and `since` from its query); otherwise the first
-/// frame must carry both.
-pub async fn run(gw: Arc<Gateway>, ws: WsStream, identity: Option<(Identity, Since)>, remote: SocketAddr) {
+/// How a socket authenticates.
+pub enum Credentials {
+    /// The token came with the upgrade request (and `since` from its query).
+    Verified(Identity, Since),
+    /// The first frame must carry both; the slot counts the socket against
+    /// `limits.max_pending_auth` until it has.
+    AuthFrame(SocketSlot),
+}
+
+/// Run a connection to its end.
+pub async fn run(gw: Arc<Gateway>, ws: WsStream, credentials: Credentials, remote: SocketAddr) {
     // Opening (auth frame, registration, joins, welcome) and closing happen
     // once: they are boxed, so the future every socket holds for its whole
     // life carries only what serving needs.
-    let Some((mut session, span)) = Box::pin(open(gw, ws, identity, remote)).await else {
+    let Some((mut session, span)) = Box::pin(open(gw, ws, credentials, remote)).await else {
         return;
     };
     async move {
@@ -43,12 +50,13 @@ pub async fn run(gw: Arc<Gateway>, ws: WsStream, identity: Option<(Identity, Sin
 async fn open(
     gw: Arc<Gateway>,
     mut ws: WsStream,
-    identity: Option<(Identity, Since)>,
+    credentials: Credentials,
     remote: SocketAddr,
 ) -> Option<(Box<Session>, tracing::Span)> {
-    let (identity, since) = match identity {
-        Some(identity) => identity,
-        None => match await_auth_frame(&gw, &mut ws).await {
+    let (identity, since) = match credentials {
+        Credentials::Verified(identity, since) => (identity, since),
+        // The pending slot is given back once the frame is read, either way.
+        Credentials::AuthFrame(_pending) => match await_auth_frame(&gw, &mut ws).await {
             Ok(identity) => identity,
             Err(refused) => {
                 let reason = match refused {
