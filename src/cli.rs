@@ -82,6 +82,9 @@ pub struct TokenArgs {
     /// configured HMAC secret.
     #[arg(long, value_name = "FILE")]
     pub private_key_file: Option<PathBuf>,
+    /// The `kid` header, naming which of the gateway's keys verifies it.
+    #[arg(long)]
+    pub kid: Option<String>,
 }
 
 pub fn main() -> ExitCode {
@@ -146,6 +149,7 @@ fn token(config: &Config, args: &TokenArgs) -> ExitCode {
         ttl_s: args.ttl,
         issuer: config.jwt.issuer.first().cloned(),
         audience: config.jwt.audience.first().cloned(),
+        kid: args.kid.clone(),
     };
     match signer.sign(&request) {
         Ok(token) => {

@@ -100,7 +100,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// HMAC secret (HS256/384/512). Never has a default.
@@ -110,6 +110,15 @@ pub struct JwtConfig {
     pub dev_secret: Option<Secret>,
     /// PEM public key (RSA, EC or Ed25519) for RS*/ES*/EdDSA tokens.
     pub public_key_file: Option<PathBuf>,
+    /// More keys, for rotation without a window where valid tokens are
+    /// refused: matched by the token's `kid` when one matches, else every
+    /// key is tried in order (the keys above first).
+    pub keys: Vec<JwtKey>,
+    /// A JSON Web Key Set to take public keys from (the IdP's
+    /// `jwks_uri`), fetched at start, then every `jwks_refresh_s` and when a
+    /// token names an unknown `kid`.
+    pub jwks_url: Option<String>,
+    pub jwks_refresh_s: u64,
     /// Allow-list of algorithms. Empty: HS256 with a secret, and the
     /// algorithm that matches the public key's type.
     pub algorithms: Vec<String>,
@@ -120,6 +129,44 @@ pub struct JwtConfig {
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_s: u64,
     pub claims: ClaimNames,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            dev_secret: None,
+            public_key_file: None,
+            keys: Vec::new(),
+            jwks_url: None,
+            jwks_refresh_s: 300,
+            algorithms: Vec::new(),
+            issuer: Vec::new(),
+            audience: Vec::new(),
+            leeway_s: 0,
+            claims: ClaimNames::default(),
+        }
+    }
+}
+
+impl JwtConfig {
+    /// Whether any key but the dev-only secret is configured.
+    pub fn has_real_key(&self) -> bool {
+        self.secret.is_some() || self.public_key_file.is_some() || !self.keys.is_empty() || self.jwks_url.is_some()
+    }
+}
+
+/// One more verification key (`[[jwt.keys]]`): a secret or a public key file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtKey {
+    /// The `kid` tokens signed by this key carry; unset: tried for any.
+    pub kid: Option<String>,
+    pub secret: Option<Secret>,
+    pub public_key_file: Option<PathBuf>,
+    /// This key's algorithms; empty: `jwt.algorithms` of its type, or the
+    /// type's default.
+    pub algorithms: Vec<String>,
 }
 
 /// Names of the claims that carry the identity, for issuers that differ.
@@ -434,14 +481,14 @@ impl Config {
                 format!("{internal} is also `listen`: give the internal listener its own port"),
             ));
         }
-        let has_real_key = self.jwt.secret.is_some() || self.jwt.public_key_file.is_some();
+        let has_real_key = self.jwt.has_real_key();
         if !has_real_key {
             match &self.jwt.dev_secret {
                 None => {
                     return Err(invalid(
                         "jwt",
-                        "no token key configured: set WSGATE_JWT_SECRET or \
-                         WSGATE_JWT_PUBLIC_KEY_FILE (or use config/dev.toml for local development)",
+                        "no token key configured: set WSGATE_JWT_SECRET, WSGATE_JWT_PUBLIC_KEY_FILE or \
+                         WSGATE_JWT_JWKS_URL (or use config/dev.toml for local development)",
                     ));
                 }
                 Some(_) if !listen.ip().is_loopback() => {
@@ -464,18 +511,45 @@ impl Config {
                 return Err(invalid(name, "must not be empty"));
             }
         }
-        if self
-            .jwt
-            .secret
-            .as_ref()
-            .is_some_and(|s| s.expose().len() < MIN_HS256_SECRET_BYTES)
-        {
+        let key_secrets = self.jwt.keys.iter().map(|k| ("jwt.keys.secret", &k.secret));
+        for (name, secret) in std::iter::once(("jwt.secret", &self.jwt.secret)).chain(key_secrets) {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose().len() < MIN_HS256_SECRET_BYTES)
+            {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "is shorter than {MIN_HS256_SECRET_BYTES} bytes: HS256 needs a key of at least 256 bits \
+                         (e.g. openssl rand -base64 48)"
+                    ),
+                ));
+            }
+        }
+        for key in &self.jwt.keys {
+            if key.secret.is_some() == key.public_key_file.is_some() {
+                return Err(invalid(
+                    "jwt.keys",
+                    "each key needs exactly one of secret and public_key_file",
+                ));
+            }
+            if key.kid.as_ref().is_some_and(|kid| kid.is_empty() || kid.len() > 256) {
+                return Err(invalid("jwt.keys.kid", "must be 1-256 bytes"));
+            }
+        }
+        if let Some(url) = &self.jwt.jwks_url {
+            let uri: Result<hyper::Uri, _> = url.parse();
+            let scheme_ok = uri
+                .as_ref()
+                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !scheme_ok {
+                return Err(invalid("jwt.jwks_url", format!("'{url}' is not an http(s) URL")));
+            }
+        }
+        if !(10..=MAX_TIMEOUT_S * 24).contains(&self.jwt.jwks_refresh_s) {
             return Err(invalid(
-                "jwt.secret",
-                format!(
-                    "is shorter than {MIN_HS256_SECRET_BYTES} bytes: HS256 needs a key of at least 256 bits \
-                     (e.g. openssl rand -base64 48)"
-                ),
+                "jwt.jwks_refresh_s",
+                format!("must be 10-{}", MAX_TIMEOUT_S * 24),
             ));
         }
         if self.api.keys.iter().any(|k| k.expose().len() < 16) {
@@ -583,7 +657,7 @@ impl Config {
 
     /// True when the node runs on the dev-only secret.
     pub fn is_dev(&self) -> bool {
-        self.jwt.secret.is_none() && self.jwt.public_key_file.is_none() && self.jwt.dev_secret.is_some()
+        !self.jwt.has_real_key() && self.jwt.dev_secret.is_some()
     }
 }
 
@@ -629,6 +703,34 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_JWT_PUBLIC_KEY_FILE", |c, v| {
         c.jwt.public_key_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        Ok(())
+    }),
+    ("WSGATE_JWT_PUBLIC_KEY_FILES", |c, v| {
+        // `path` or `kid=path`, comma-separated.
+        for item in list(v) {
+            let (kid, path) = match item.split_once('=') {
+                Some((kid, path)) => (Some(kid.trim().to_string()), path.trim()),
+                None => (None, item.as_str()),
+            };
+            c.jwt.keys.push(JwtKey {
+                kid,
+                public_key_file: Some(path.into()),
+                ..JwtKey::default()
+            });
+        }
+        Ok(())
+    }),
+    ("WSGATE_JWT_FALLBACK_SECRETS", |c, v| {
+        for secret in list(v) {
+            c.jwt.keys.push(JwtKey {
+                secret: Some(Secret::new(secret)),
+                ..JwtKey::default()
+            });
+        }
+        Ok(())
+    }),
+    ("WSGATE_JWT_JWKS_URL", |c, v| {
+        c.jwt.jwks_url = Some(v.into());
         Ok(())
     }),
     ("WSGATE_API_KEYS", |c, v| {
@@ -896,6 +998,37 @@ mod tests {
             &Overrides::default(),
         );
         assert!(at_bounds.is_ok(), "{at_bounds:?}");
+    }
+
+    #[test]
+    fn extra_keys_and_the_key_set_url_are_checked() {
+        let load = |vars: &[(&str, &str)]| {
+            let mut all = vec![("WSGATE_JWT_SECRET", LONG_ENOUGH)];
+            all.extend_from_slice(vars);
+            Config::load(None, &env(&all), &Overrides::default())
+        };
+        let config = load(&[
+            ("WSGATE_JWT_PUBLIC_KEY_FILES", "k1=/a.pem, /b.pem"),
+            ("WSGATE_JWT_FALLBACK_SECRETS", LONG_ENOUGH),
+            ("WSGATE_JWT_JWKS_URL", "https://idp.example/.well-known/jwks.json"),
+        ])
+        .unwrap();
+        let kids: Vec<_> = config.jwt.keys.iter().map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, [Some("k1"), None, None]);
+        for (name, value, setting) in [
+            ("WSGATE_JWT_FALLBACK_SECRETS", "short", "jwt.keys.secret"),
+            ("WSGATE_JWT_JWKS_URL", "ftp://idp.example/keys", "jwt.jwks_url"),
+            ("WSGATE_JWT_JWKS_URL", "not a url", "jwt.jwks_url"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().contains(setting), "{name}={value}: {err}");
+        }
+        let both = Config::from_toml(&format!(
+            "[jwt]\nsecret = \"{LONG_ENOUGH}\"\n[[jwt.keys]]\nsecret = \"{LONG_ENOUGH}\"\npublic_key_file = \"/k.pem\"\n"
+        ))
+        .unwrap()
+        .validate();
+        assert!(both.unwrap_err().to_string().contains("exactly one"));
     }
 
     #[test]

@@ -103,6 +103,12 @@ impl Gateway {
     /// background.
     pub async fn new(config: Config, prometheus: Option<PrometheusHandle>) -> Result<Arc<Self>, String> {
         let verifier = Verifier::from_config(&config.jwt)?;
+        if let Some(jwks) = verifier.jwks() {
+            // Tokens wait for the first set; a node whose IdP is down starts
+            // anyway (not ready until a set loads) and keeps trying.
+            jwks.refresh().await;
+            jwks.clone().spawn_refresh();
+        }
         let permissions = Permissions::from_config(&config.permissions.roles)?;
         let node_id = config
             .node_id

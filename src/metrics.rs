@@ -41,6 +41,7 @@ pub const HISTORY_PUBLISH: &str = "wsgate_history_publish_total";
 pub const RECOVERY_READS: &str = "wsgate_recovery_reads_total";
 pub const BUILD_INFO: &str = "wsgate_build_info";
 pub const MAX_CONNECTIONS: &str = "wsgate_max_connections";
+pub const JWKS_REFRESHES: &str = "wsgate_jwks_refreshes_total";
 
 /// The values each labelled metric can carry (docs/PROTOCOL.md §9). The
 /// recording functions below take only these; a debug build asserts it.
@@ -72,6 +73,7 @@ pub mod labels {
         "issuer",
         "audience",
         "claims",
+        "unknown_key",
         "refresh_other_user",
     ];
     pub const HANDSHAKE_REFUSALS: &[&str] = &[
@@ -112,6 +114,7 @@ pub mod labels {
     pub const API_STATUS_CLASSES: &[&str] = &["2xx", "4xx", "5xx"];
     pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
     pub const RECOVERY_READ_FROM: &[&str] = &["node", "broker"];
+    pub const JWKS_RESULTS: &[&str] = &["ok", "error"];
 }
 
 /// In debug builds, refuse a label value the metric does not list: an
@@ -167,7 +170,8 @@ fn register_label_values() {
             counter!(CONNECTIONS_CLOSED, "reason" => *reason, "transport" => transport.label()).increment(0);
         }
     }
-    let single: [(&'static str, &'static str, &[&'static str]); 10] = [
+    let single: [(&'static str, &'static str, &[&'static str]); 11] = [
+        (JWKS_REFRESHES, "result", labels::JWKS_RESULTS),
         (AUTH_FAILURES, "reason", labels::AUTH_FAILURE_REASONS),
         (HANDSHAKES_REFUSED, "reason", labels::HANDSHAKE_REFUSALS),
         (CLIENT_FRAMES, "type", labels::CLIENT_FRAME_TYPES),
@@ -246,6 +250,7 @@ fn describe() {
         RECOVERY_READS,
         "Resumes answered from the node's own window (node) or by a history read (broker)."
     );
+    describe_counter!(JWKS_REFRESHES, "Fetches of jwt.jwks_url, by result (ok, error).");
     describe_gauge!(BUILD_INFO, "Always 1; the `version` label is the running build.");
     describe_gauge!(
         MAX_CONNECTIONS,
@@ -355,6 +360,11 @@ impl Metrics {
         let result = if recovered { "recovered" } else { "not_recovered" };
         counter!(RECOVERIES, "result" => result).increment(1);
         counter!(RECOVERY_READS, "from" => read_from).increment(1);
+    }
+
+    pub fn jwks_refresh(result: &'static str) {
+        listed(labels::JWKS_RESULTS, result);
+        counter!(JWKS_REFRESHES, "result" => result).increment(1);
     }
 
     pub fn history_published(source: &'static str) {
@@ -474,6 +484,7 @@ mod tests {
             A::Audience,
             A::Claim(String::new()),
             A::TooManyRoles,
+            A::UnknownKey,
         ] {
             assert!(labels::AUTH_FAILURE_REASONS.contains(&error.reason()), "{error:?}");
         }

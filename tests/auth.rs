@@ -288,3 +288,229 @@ async fn an_exp_beyond_the_clock_is_refused_and_registers_nothing() {
         .unwrap();
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
 }
+
+fn signed(private_pem: &str, kid: Option<&str>, sub: &str) -> String {
+    let private = std::fs::read(fixture(private_pem)).unwrap();
+    wsgate::auth::Signer::from_private_pem(&private, Default::default())
+        .unwrap()
+        .sign(&wsgate::auth::TokenRequest {
+            sub: sub.into(),
+            ttl_s: 60,
+            kid: kid.map(String::from),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+fn hs256(secret: &str, kid: Option<&str>, sub: &str) -> String {
+    wsgate::auth::Signer::hs256(secret, Default::default())
+        .unwrap()
+        .sign(&wsgate::auth::TokenRequest {
+            sub: sub.into(),
+            ttl_s: 60,
+            kid: kid.map(String::from),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+async fn assert_accepted(node: &Node, token: &str, what: &str) {
+    let client = Client::connect(node, token, Via::Header).await;
+    assert!(client.is_ok(), "{what}: {:?}", client.err());
+}
+
+async fn assert_refused(node: &Node, token: &str, what: &str) -> String {
+    match Client::connect(node, token, Via::Header).await {
+        Err(Refusal::Http(401, body)) => body,
+        Err(other) => panic!("{what}: expected 401, got {other:?}"),
+        Ok(_) => panic!("{what}: accepted"),
+    }
+}
+
+#[tokio::test]
+async fn several_keys_at_once_old_and_new_tokens_are_both_accepted_during_a_rotation() {
+    const OLD_SECRET: &str = "the-previous-hs256-secret-0123456789abcdef";
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_FALLBACK_SECRETS", OLD_SECRET)
+            .env(
+                "WSGATE_JWT_PUBLIC_KEY_FILES",
+                format!("rsa-2026={},{}", fixture("rsa_public.pem"), fixture("ec_public.pem")),
+            )
+            .env("WSGATE_JWT_ALGORITHMS", "HS256,RS256,ES256"),
+    )
+    .await;
+    assert_accepted(&node, &hs256(SECRET, None, "new"), "HS256, current secret").await;
+    assert_accepted(&node, &hs256(OLD_SECRET, None, "old"), "HS256, previous secret").await;
+    assert_accepted(
+        &node,
+        &hs256(OLD_SECRET, Some("whatever"), "old"),
+        "HS256, an unknown kid",
+    )
+    .await;
+    let forged = assert_refused(
+        &node,
+        &hs256("a-secret-nobody-configured-0123456789", None, "x"),
+        "HS256 forged",
+    )
+    .await;
+    assert!(forged.contains("signature"), "{forged}");
+    assert_accepted(
+        &node,
+        &signed("rsa_private.pem", Some("rsa-2026"), "r"),
+        "RS256 by its kid",
+    )
+    .await;
+    assert_accepted(&node, &signed("rsa_private.pem", None, "r"), "RS256 without a kid").await;
+    assert_accepted(&node, &signed("ec_private.pem", None, "e"), "ES256 without a kid").await;
+    // A kid names one key: a token of another key under that kid is refused.
+    let misnamed = assert_refused(
+        &node,
+        &signed("ec_private.pem", Some("rsa-2026"), "e"),
+        "ES256 under the RSA kid",
+    )
+    .await;
+    assert!(misnamed.contains("algorithm"), "{misnamed}");
+}
+
+/// A JWKS endpoint the test controls: the set it serves, whether it is
+/// down (503), and how many requests it has answered.
+struct Idp {
+    url: String,
+    set: std::sync::Arc<std::sync::Mutex<Value>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Idp {
+    async fn start(set: Value) -> Idp {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let idp = Idp {
+            url: format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap()),
+            set: std::sync::Arc::new(std::sync::Mutex::new(set)),
+            down: Default::default(),
+            requests: Default::default(),
+        };
+        let (set, down, requests) = (idp.set.clone(), idp.down.clone(), idp.requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (set, down, requests) = (set.clone(), down.clone(), requests.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let response = if down.load(Ordering::SeqCst) {
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    } else {
+                        let body = set.lock().unwrap().to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                             Connection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        idp
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn jwk(private_pem: &str, algorithm: jsonwebtoken::Algorithm, kid: &str) -> Value {
+    let pem = std::fs::read(fixture(private_pem)).unwrap();
+    let key = match algorithm {
+        jsonwebtoken::Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    };
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, algorithm).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    serde_json::to_value(jwk).unwrap()
+}
+
+#[tokio::test]
+async fn jwks_keys_are_fetched_rotated_on_an_unknown_kid_rate_limited_and_kept_while_the_idp_is_down() {
+    use jsonwebtoken::Algorithm::{ES256, RS256};
+    use std::sync::atomic::Ordering;
+    let k1 = jwk("rsa_private.pem", RS256, "k1");
+    let k2 = jwk("ec_private.pem", ES256, "k2");
+    // The IdP is down when the node starts: the node starts, is not ready,
+    // and loads the set once the IdP answers.
+    let idp = Idp::start(json!({"keys": [k1]})).await;
+    idp.down.store(true, Ordering::SeqCst);
+    let up_again = {
+        let (down, requests) = (idp.down.clone(), idp.requests.clone());
+        tokio::spawn(async move {
+            wait_for("the node's first JWKS fetch", || {
+                let requests = requests.clone();
+                async move { requests.load(Ordering::SeqCst) >= 1 }
+            })
+            .await;
+            down.store(false, Ordering::SeqCst);
+        })
+    };
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_SECRET", "")
+            .env("WSGATE_JWT_JWKS_URL", &idp.url),
+    )
+    .await;
+    up_again.await.unwrap();
+    assert!(idp.requests() >= 2, "ready only after a fetch that succeeded");
+    assert_accepted(&node, &signed("rsa_private.pem", Some("k1"), "a"), "k1 from the set").await;
+    let hs = assert_refused(&node, &hs256(SECRET, None, "a"), "HS256 with no secret configured").await;
+    assert!(hs.contains("algorithm") || hs.contains("key"), "{hs}");
+
+    // The IdP rotates: a token of the new key makes the node refetch once.
+    *idp.set.lock().unwrap() = json!({"keys": [k1, k2]});
+    let before = idp.requests();
+    assert_accepted(
+        &node,
+        &signed("ec_private.pem", Some("k2"), "b"),
+        "k2 after the rotation",
+    )
+    .await;
+    assert_eq!(idp.requests(), before + 1, "one fetch for the unknown kid");
+
+    // A flood of unknown kids: refused, and no fetch storm on the IdP.
+    let before = idp.requests();
+    for i in 0..30 {
+        let body = assert_refused(
+            &node,
+            &signed("rsa_private.pem", Some(&format!("random-{i}")), "c"),
+            "random kid",
+        )
+        .await;
+        assert!(body.contains("key id"), "{body}");
+    }
+    assert!(
+        idp.requests() <= before + 1,
+        "{} fetches for 30 unknown kids",
+        idp.requests() - before
+    );
+    node.wait_metric("wsgate_auth_failures_total{reason=\"unknown_key\"}", |v| v == 30.0)
+        .await;
+
+    // The IdP goes down: the cached set still verifies, and /ready stays 200.
+    idp.down.store(true, Ordering::SeqCst);
+    assert_accepted(
+        &node,
+        &signed("ec_private.pem", Some("k2"), "d"),
+        "k2 with the IdP down",
+    )
+    .await;
+    assert_eq!(node.status("/ready").await, 200);
+}

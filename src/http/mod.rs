@@ -66,7 +66,7 @@ pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr,
         return with_common_headers(error(StatusCode::NOT_FOUND, "not_found", message));
     }
     let response = match (req.method(), path) {
-        (&Method::GET, "/v1/ws") => upgrade::handle(gw, req, remote),
+        (&Method::GET, "/v1/ws") => upgrade::handle(gw, req, remote).await,
         (&Method::GET, "/v1/sse") => crate::sse::handle(gw, req, remote).await,
         (&Method::GET, "/health") => ops::health(),
         (&Method::GET, "/ready") => ops::ready(&gw),

@@ -10,11 +10,13 @@ pub fn health() -> Response<Body> {
     json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
-/// 200 when the broker is up and the node is not draining, else 503.
+/// 200 when the broker is up, the node is not draining and it has keys to
+/// verify tokens with (a `jwt.jwks_url` set loaded once), else 503.
 pub fn ready(gw: &Gateway) -> Response<Body> {
     let broker_up = gw.broker().is_up();
     let draining = gw.shutdown.is_draining();
-    let status = if broker_up && !draining {
+    let keys_loaded = gw.verifier.has_keys();
+    let status = if broker_up && !draining && keys_loaded {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -26,6 +28,7 @@ pub fn ready(gw: &Gateway) -> Response<Body> {
             "broker": gw.broker().kind(),
             "broker_up": broker_up,
             "draining": draining,
+            "keys_loaded": keys_loaded,
         }),
     )
 }

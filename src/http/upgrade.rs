@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{Since, parse_since};
 use crate::session::{self, Credentials};
 
-pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     if !is_websocket_upgrade(&req) {
         Metrics::handshake_refused("not_websocket");
         return error(
@@ -40,7 +40,7 @@ pub fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: SocketAddr) 
     };
     let identity = match token_of(&req) {
         Ok(None) => None,
-        Ok(Some(token)) => match gw.verifier.verify(&token) {
+        Ok(Some(token)) => match gw.verifier.verify(&token).await {
             Ok(identity) => Some(identity),
             Err(e) => return unauthorized(&e),
         },

@@ -148,7 +148,12 @@ async fn await_auth_frame(gw: &Gateway, ws: &mut WsStream) -> Result<(Identity, 
                     Ok(ClientFrame {
                         command: Command::Auth { token, since },
                         ..
-                    }) => gw.verifier.verify(&token).map(|id| (id, since)).map_err(Refused::Auth),
+                    }) => gw
+                        .verifier
+                        .verify(&token)
+                        .await
+                        .map(|id| (id, since))
+                        .map_err(Refused::Auth),
                     Ok(frame) => Err(Refused::Invalid(format!(
                         "the first frame must be auth, not {}",
                         frame.command.kind()

@@ -1,16 +1,27 @@
 //! Authentication: a JWT becomes the connection's [`Identity`] (user, org,
 //! roles, expiry) and the rooms it joins on its own.
 //!
-//! Algorithms are allow-listed per key, so a token may only be verified by the
-//! key its algorithm family belongs to: `alg: none` and algorithm confusion
-//! (an HS256 token "signed" with the RSA public key) are refused by
-//! construction, not by a special case.
+//! - [`keys`]: the verification keys and the algorithms each may verify.
+//! - [`jwks`]: keys fetched from an IdP's JSON Web Key Set.
+//! - [`signer`]: minting tokens (`wsgate token`, dev tokens, tests).
+//!
+//! A token is checked against the key its `kid` names, else against every
+//! key in order, so a key rotation has no window where valid tokens are
+//! refused (docs/PROTOCOL.md §8).
+
+pub mod jwks;
+pub mod keys;
+pub mod signer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
+use self::jwks::Jwks;
+use self::keys::{KeyPolicy, VerifyingKey};
+pub use self::signer::{Signer, TokenRequest};
 use crate::config::{ClaimNames, JwtConfig};
 use crate::room::RoomName;
 
@@ -77,6 +88,8 @@ pub enum AuthError {
     Claim(String),
     #[error("token has more than {MAX_TOKEN_ROLES} roles")]
     TooManyRoles,
+    #[error("token key id is not known")]
+    UnknownKey,
 }
 
 impl AuthError {
@@ -94,6 +107,7 @@ impl AuthError {
             AuthError::Issuer => "issuer",
             AuthError::Audience => "audience",
             AuthError::Claim(_) | AuthError::TooManyRoles => "claims",
+            AuthError::UnknownKey => "unknown_key",
         }
     }
 }
@@ -117,128 +131,128 @@ impl From<jsonwebtoken::errors::Error> for AuthError {
     }
 }
 
-/// A key with the algorithms it may verify.
-struct VerifyingKey {
-    key: DecodingKey,
-    validation: Validation,
-}
-
-/// Verifies tokens against the configured keys. Built once at start-up.
+/// Verifies tokens against the configured keys and, with `jwt.jwks_url`,
+/// the IdP's. Built once at start-up.
 pub struct Verifier {
     keys: Vec<VerifyingKey>,
+    jwks: Option<Arc<Jwks>>,
     claims: ClaimNames,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let algorithms: Vec<_> = self.keys.iter().flat_map(|k| k.validation.algorithms.clone()).collect();
-        f.debug_struct("Verifier").field("algorithms", &algorithms).finish()
-    }
-}
-
-/// The key material of a PEM public key, with the algorithm its type implies.
-fn public_key_from_pem(pem: &[u8]) -> Result<(DecodingKey, AlgorithmFamily), String> {
-    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((key, AlgorithmFamily::Rsa));
-    }
-    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        return Ok((key, AlgorithmFamily::Ec));
-    }
-    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-        return Ok((key, AlgorithmFamily::Ed));
-    }
-    Err("not a PEM RSA, EC or Ed25519 public key".into())
-}
-
-fn default_algorithm(family: AlgorithmFamily) -> Algorithm {
-    match family {
-        AlgorithmFamily::Hmac => Algorithm::HS256,
-        AlgorithmFamily::Rsa => Algorithm::RS256,
-        AlgorithmFamily::Ec => Algorithm::ES256,
-        AlgorithmFamily::Ed => Algorithm::EdDSA,
+        f.debug_struct("Verifier")
+            .field("algorithms", &algorithms)
+            .field("jwks", &self.jwks.is_some())
+            .finish()
     }
 }
 
 impl Verifier {
     pub fn from_config(jwt: &JwtConfig) -> Result<Self, String> {
-        let allowed: Vec<Algorithm> = jwt
-            .algorithms
-            .iter()
-            .map(|name| {
-                name.parse::<Algorithm>()
-                    .map_err(|_| format!("unknown JWT algorithm '{name}'"))
-            })
-            .collect::<Result<_, _>>()?;
-
-        let mut keys = Vec::new();
-        let secret = jwt.secret.as_ref().or(jwt.dev_secret.as_ref());
-        let mut sources: Vec<(DecodingKey, AlgorithmFamily)> = Vec::new();
-        if let Some(secret) = secret {
-            let key =
-                DecodingKey::from_secret(secret.expose().as_bytes()).map_err(|e| format!("invalid JWT secret: {e}"))?;
-            sources.push((key, AlgorithmFamily::Hmac));
-        }
-        if let Some(path) = &jwt.public_key_file {
-            let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            sources.push(public_key_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?);
-        }
-        for (key, family) in sources {
-            let algorithms: Vec<Algorithm> = if allowed.is_empty() {
-                vec![default_algorithm(family)]
-            } else {
-                allowed.iter().copied().filter(|a| a.family() == family).collect()
-            };
-            if algorithms.is_empty() {
-                continue;
-            }
-            let mut validation = Validation::new(algorithms[0]);
-            validation.algorithms = algorithms;
-            validation.leeway = jwt.leeway_s;
-            validation.validate_exp = true;
-            validation.validate_nbf = true;
-            validation.set_required_spec_claims(&["exp"]);
-            if jwt.issuer.is_empty() {
-                validation.iss = None;
-            } else {
-                validation.set_issuer(&jwt.issuer);
-            }
-            if jwt.audience.is_empty() {
-                validation.validate_aud = false;
-            } else {
-                validation.set_audience(&jwt.audience);
-            }
-            keys.push(VerifyingKey { key, validation });
-        }
-        if keys.is_empty() {
+        let policy = KeyPolicy::from_config(jwt)?;
+        let keys = keys::configured_keys(jwt, &policy)?;
+        let allowed = policy.allowed().to_vec();
+        let jwks = match &jwt.jwks_url {
+            Some(url) => Some(Arc::new(Jwks::new(
+                url,
+                policy,
+                Duration::from_secs(jwt.jwks_refresh_s),
+            )?)),
+            None => None,
+        };
+        if keys.is_empty() && jwks.is_none() {
             return Err("no configured key matches the allowed JWT algorithms".into());
         }
-        for alg in &allowed {
-            if !keys.iter().any(|k| k.validation.algorithms.contains(alg)) {
-                return Err(format!(
-                    "JWT algorithm {alg:?} is allowed but no key of its type is configured"
-                ));
+        // An allowed algorithm no key can verify is a typo; with a key set,
+        // its keys decide which are used.
+        if jwks.is_none() {
+            for alg in &allowed {
+                if !keys.iter().any(|k| k.allows(*alg)) {
+                    return Err(format!(
+                        "JWT algorithm {alg:?} is allowed but no key of its type is configured"
+                    ));
+                }
             }
         }
         Ok(Self {
             keys,
+            jwks,
             claims: jwt.claims.clone(),
         })
     }
 
-    /// Verify a token and read the identity it carries.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// The key set, when `jwt.jwks_url` is configured: the node fetches it
+    /// at start and keeps it fresh.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// Whether tokens can be verified: there are configured keys, or the
+    /// key set has loaded once. (`/ready` says so.)
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty() || self.jwks.as_ref().is_some_and(|j| j.is_loaded())
+    }
+
+    /// Verify a token and read the identity it carries. A `kid` the key set
+    /// does not hold prompts one (rate-limited) refetch of the set.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        match self.verify_cached(token) {
+            Err(AuthError::UnknownKey) if self.jwks.is_some() => {
+                if let Some(jwks) = &self.jwks {
+                    jwks.refresh_soon().await;
+                }
+                self.verify_cached(token)
+            }
+            other => other,
+        }
+    }
+
+    /// Verify against the keys held now, without fetching.
+    pub fn verify_cached(&self, token: &str) -> Result<Identity, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
         let header = jsonwebtoken::decode_header(token)?;
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.validation.algorithms.contains(&header.alg))
-            .ok_or(AuthError::Algorithm)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation)?;
-        self.identity(&data.claims)
+        let fetched = self.jwks.as_ref().map(|j| j.keys()).unwrap_or_default();
+        let all = || self.keys.iter().chain(fetched.iter());
+        // The key the token names; failing that, every key without a `kid`
+        // (a token's `kid` may be one a static key never had); with no `kid`,
+        // every key.
+        let named: Vec<&VerifyingKey> = match &header.kid {
+            Some(kid) => all().filter(|k| k.kid.as_deref() == Some(kid.as_str())).collect(),
+            None => Vec::new(),
+        };
+        let candidates: Vec<&VerifyingKey> = match (&header.kid, named.is_empty()) {
+            (Some(_), false) => named,
+            (Some(_), true) => all().filter(|k| k.kid.is_none()).collect(),
+            (None, _) => all().collect(),
+        };
+        let usable: Vec<&VerifyingKey> = candidates.into_iter().filter(|k| k.allows(header.alg)).collect();
+        let kid_unknown = header.kid.is_some() && !all().any(|k| k.kid == header.kid);
+        if usable.is_empty() {
+            return Err(if kid_unknown {
+                AuthError::UnknownKey
+            } else {
+                AuthError::Algorithm
+            });
+        }
+        for key in usable {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
+                Ok(data) => return self.identity(&data.claims),
+                // Not this key: try the next.
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                // The signature held; the claims did not.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(if kid_unknown {
+            AuthError::UnknownKey
+        } else {
+            AuthError::BadSignature
+        })
     }
 
     fn identity(&self, claims: &Map<String, Value>) -> Result<Identity, AuthError> {
@@ -290,72 +304,10 @@ fn claim_id(value: Option<&Value>) -> Option<Arc<str>> {
     RoomName::is_valid_id(&text).then(|| Arc::from(text))
 }
 
-/// Signs tokens: `wsgate token`, the load tester and the tests.
-pub struct Signer {
-    key: EncodingKey,
-    algorithm: Algorithm,
-    claims: ClaimNames,
-}
-
-/// What goes into a minted token.
-#[derive(Clone, Debug, Default)]
-pub struct TokenRequest {
-    pub sub: String,
-    pub org: Option<String>,
-    pub roles: Vec<String>,
-    pub ttl_s: u64,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-}
-
-impl Signer {
-    /// An HMAC signer (HS256) from a shared secret.
-    pub fn hs256(secret: &str, claims: ClaimNames) -> Result<Self, String> {
-        Ok(Self {
-            key: EncodingKey::from_secret(secret.as_bytes()).map_err(|e| format!("invalid secret: {e}"))?,
-            algorithm: Algorithm::HS256,
-            claims,
-        })
-    }
-
-    /// A signer from a PEM private key (RSA → RS256, EC → ES256, Ed25519 → EdDSA).
-    pub fn from_private_pem(pem: &[u8], claims: ClaimNames) -> Result<Self, String> {
-        let (key, algorithm) = if let Ok(key) = EncodingKey::from_rsa_pem(pem) {
-            (key, Algorithm::RS256)
-        } else if let Ok(key) = EncodingKey::from_ec_pem(pem) {
-            (key, Algorithm::ES256)
-        } else if let Ok(key) = EncodingKey::from_ed_pem(pem) {
-            (key, Algorithm::EdDSA)
-        } else {
-            return Err("not a PEM RSA, EC or Ed25519 private key".into());
-        };
-        Ok(Self { key, algorithm, claims })
-    }
-
-    pub fn sign(&self, request: &TokenRequest) -> Result<String, String> {
-        let now = jsonwebtoken::get_current_timestamp();
-        let mut claims = Map::new();
-        claims.insert(self.claims.sub.clone(), Value::from(request.sub.clone()));
-        if let Some(org) = &request.org {
-            claims.insert(self.claims.org.clone(), Value::from(org.clone()));
-        }
-        if !request.roles.is_empty() {
-            claims.insert(self.claims.roles.clone(), Value::from(request.roles.clone()));
-        }
-        claims.insert("iat".into(), Value::from(now));
-        claims.insert("exp".into(), Value::from(now.saturating_add(request.ttl_s)));
-        if let Some(iss) = &request.issuer {
-            claims.insert("iss".into(), Value::from(iss.clone()));
-        }
-        if let Some(aud) = &request.audience {
-            claims.insert("aud".into(), Value::from(aud.clone()));
-        }
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key).map_err(|e| e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+
     use super::*;
     use crate::config::Secret;
 
@@ -383,7 +335,7 @@ mod tests {
             .unwrap()
             .sign(&request("42"))
             .unwrap();
-        let identity = verifier.verify(&token).unwrap();
+        let identity = verifier.verify_cached(&token).unwrap();
         assert_eq!(&*identity.user_id, "42");
         let rooms: Vec<String> = identity.own_rooms().iter().map(|r| r.to_string()).collect();
         assert_eq!(rooms, ["user:42", "org:acme", "role:support", "role:viewer"]);
@@ -396,7 +348,7 @@ mod tests {
             .unwrap()
             .sign(&request("42"))
             .unwrap();
-        assert_eq!(verifier.verify(&token), Err(AuthError::BadSignature));
+        assert_eq!(verifier.verify_cached(&token), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -406,10 +358,10 @@ mod tests {
         let exp = jsonwebtoken::get_current_timestamp() + 60;
         let numeric = serde_json::json!({"sub": 42, "exp": exp});
         let token = jsonwebtoken::encode(&Header::default(), &numeric, &key).unwrap();
-        assert_eq!(&*verifier.verify(&token).unwrap().user_id, "42");
+        assert_eq!(&*verifier.verify_cached(&token).unwrap().user_id, "42");
         let spaced = serde_json::json!({"sub": "a b", "exp": exp});
         let token = jsonwebtoken::encode(&Header::default(), &spaced, &key).unwrap();
-        assert_eq!(verifier.verify(&token), Err(AuthError::Claim("sub".into())));
+        assert_eq!(verifier.verify_cached(&token), Err(AuthError::Claim("sub".into())));
     }
 
     #[test]
@@ -425,7 +377,7 @@ mod tests {
             .unwrap()
             .sign(&request("7"))
             .unwrap();
-        let identity = verifier.verify(&token).unwrap();
+        let identity = verifier.verify_cached(&token).unwrap();
         assert_eq!(identity.org_id.as_deref(), Some("acme"));
     }
 

@@ -1,0 +1,189 @@
+//! Verification keys: each with its `kid` and the algorithms it may verify,
+//! built from the configured secrets and PEM files or from a JWK.
+//!
+//! Algorithms are allow-listed per key, so a token may only be verified by a
+//! key of its algorithm's family: `alg: none` and algorithm confusion (an
+//! HS256 token "signed" with an RSA public key) are refused by construction.
+
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+
+use crate::config::JwtConfig;
+
+/// A key, the `kid` tokens signed by it carry (if any), and its checks.
+pub struct VerifyingKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    pub validation: Validation,
+}
+
+impl VerifyingKey {
+    pub fn allows(&self, algorithm: Algorithm) -> bool {
+        self.validation.algorithms.contains(&algorithm)
+    }
+}
+
+/// How keys are checked: the allow-list and the claim rules of `[jwt]`.
+pub struct KeyPolicy {
+    allowed: Vec<Algorithm>,
+    leeway_s: u64,
+    issuer: Vec<String>,
+    audience: Vec<String>,
+}
+
+impl KeyPolicy {
+    pub fn from_config(jwt: &JwtConfig) -> Result<Self, String> {
+        Ok(Self {
+            allowed: parse_algorithms(&jwt.algorithms, "jwt.algorithms")?,
+            leeway_s: jwt.leeway_s,
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience.clone(),
+        })
+    }
+
+    pub fn allowed(&self) -> &[Algorithm] {
+        &self.allowed
+    }
+
+    /// A key of `family`, restricted to `own` algorithms when given (else
+    /// the allow-list's of that family, else the family's default). None
+    /// when no algorithm is left for it.
+    pub fn key(
+        &self,
+        kid: Option<String>,
+        key: DecodingKey,
+        family: AlgorithmFamily,
+        own: &[Algorithm],
+    ) -> Result<Option<VerifyingKey>, String> {
+        let algorithms: Vec<Algorithm> = if !own.is_empty() {
+            if let Some(foreign) = own.iter().find(|a| a.family() != family) {
+                return Err(format!("algorithm {foreign:?} does not fit a key of this type"));
+            }
+            if let Some(refused) = own
+                .iter()
+                .find(|a| !self.allowed.is_empty() && !self.allowed.contains(a))
+            {
+                return Err(format!("algorithm {refused:?} is not in jwt.algorithms"));
+            }
+            own.to_vec()
+        } else if self.allowed.is_empty() {
+            vec![default_algorithm(family)]
+        } else {
+            self.allowed.iter().copied().filter(|a| a.family() == family).collect()
+        };
+        let Some(first) = algorithms.first().copied() else {
+            return Ok(None);
+        };
+        let mut validation = Validation::new(first);
+        validation.algorithms = algorithms;
+        validation.leeway = self.leeway_s;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        if self.issuer.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&self.issuer);
+        }
+        if self.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audience);
+        }
+        Ok(Some(VerifyingKey { kid, key, validation }))
+    }
+
+    /// The key of one JWK, or None when it is not a signing key this node
+    /// may use (an encryption key, an algorithm off the allow-list, a
+    /// symmetric key the allow-list does not name).
+    pub fn key_of_jwk(&self, jwk: &Jwk) -> Option<VerifyingKey> {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        let family = key.family();
+        // A shared secret in a key set is refused unless HMAC is allowed by
+        // name: a JWKS is for public keys.
+        if family == AlgorithmFamily::Hmac && !self.allowed.iter().any(|a| a.family() == family) {
+            return None;
+        }
+        let own: Vec<Algorithm> = match &jwk.common.key_algorithm {
+            Some(alg) => vec![alg.to_string().parse::<Algorithm>().ok()?],
+            None => Vec::new(),
+        };
+        self.key(jwk.common.key_id.clone(), key, family, &own).ok().flatten()
+    }
+}
+
+/// The configured keys: `jwt.secret` (or the dev secret), `jwt.public_key_file`,
+/// then `jwt.keys` in order.
+pub fn configured_keys(jwt: &JwtConfig, policy: &KeyPolicy) -> Result<Vec<VerifyingKey>, String> {
+    let mut keys = Vec::new();
+    let mut add =
+        |setting: &str, kid: Option<String>, (key, family): (DecodingKey, AlgorithmFamily), own: &[Algorithm]| {
+            let key = policy
+                .key(kid, key, family, own)
+                .map_err(|e| format!("{setting}: {e}"))?;
+            keys.extend(key);
+            Ok::<(), String>(())
+        };
+    if let Some(secret) = jwt.secret.as_ref().or(jwt.dev_secret.as_ref()) {
+        add("jwt.secret", None, hmac_key(secret.expose())?, &[])?;
+    }
+    if let Some(path) = &jwt.public_key_file {
+        add("jwt.public_key_file", None, read_public_key(path)?, &[])?;
+    }
+    for extra in &jwt.keys {
+        let own = parse_algorithms(&extra.algorithms, "jwt.keys.algorithms")?;
+        let key = match (&extra.secret, &extra.public_key_file) {
+            (Some(secret), _) => hmac_key(secret.expose())?,
+            (None, Some(path)) => read_public_key(path)?,
+            (None, None) => return Err("jwt.keys: each key needs a secret or a public_key_file".into()),
+        };
+        add("jwt.keys", extra.kid.clone(), key, &own)?;
+    }
+    Ok(keys)
+}
+
+fn hmac_key(secret: &str) -> Result<(DecodingKey, AlgorithmFamily), String> {
+    let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|e| format!("invalid JWT secret: {e}"))?;
+    Ok((key, AlgorithmFamily::Hmac))
+}
+
+fn read_public_key(path: &std::path::Path) -> Result<(DecodingKey, AlgorithmFamily), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    public_key_from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The key material of a PEM public key, with the family its type implies.
+fn public_key_from_pem(pem: &[u8]) -> Result<(DecodingKey, AlgorithmFamily), String> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((key, AlgorithmFamily::Rsa));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok((key, AlgorithmFamily::Ec));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok((key, AlgorithmFamily::Ed));
+    }
+    Err("not a PEM RSA, EC or Ed25519 public key".into())
+}
+
+fn parse_algorithms(names: &[String], setting: &str) -> Result<Vec<Algorithm>, String> {
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<Algorithm>()
+                .map_err(|_| format!("{setting}: unknown JWT algorithm '{name}'"))
+        })
+        .collect()
+}
+
+fn default_algorithm(family: AlgorithmFamily) -> Algorithm {
+    match family {
+        AlgorithmFamily::Hmac => Algorithm::HS256,
+        AlgorithmFamily::Rsa => Algorithm::RS256,
+        AlgorithmFamily::Ec => Algorithm::ES256,
+        AlgorithmFamily::Ed => Algorithm::EdDSA,
+    }
+}
