@@ -8,7 +8,10 @@ Static checks (need only PyYAML):
     validates against it (when the jsonschema module is importable);
   - every key under `config:` is a field of wsgate's TOML config
     (src/config.rs), every metric the alerts use is listed in
-    docs/PROTOCOL.md §9, and no credential has a default in values.yaml.
+    docs/PROTOCOL.md §9, and no credential has a default in values.yaml;
+  - the repository's Dockerfile builds `--release --locked` and runs the
+    binary as the user of the chart's security contexts, on the chart's
+    port, and ships what the default preStop hook runs.
 
 Render checks (need a helm binary: --helm, $HELM, PATH, or helm/ci/get-helm.sh):
   - `helm lint --strict` and `helm template` of each scenario in ci/values/
@@ -264,7 +267,79 @@ def check_metric_names(c: Checker) -> None:
         c.ok(base in known, f"alert metric wsgate_{metric} is in PROTOCOL.md §9")
 
 
-def check_static(c: Checker) -> dict:
+def dockerfile_stages(text: str) -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions (continuations joined, comments dropped), one list per stage."""
+    stages: list[list[tuple[str, str]]] = []
+    buf = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not buf and not line):
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        word, _, rest = (buf + line).strip().partition(" ")
+        buf = ""
+        if word.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((word.upper(), rest.strip()))
+    return stages
+
+
+def check_dockerfile(c: Checker, values: dict, chart: dict) -> set[str]:
+    """The image the chart deploys by default; returns the paths of the files
+    the runtime stage copies in (for the preStop check)."""
+    path = REPO / "Dockerfile"
+    if not c.ok(path.exists(), "repository has a Dockerfile"):
+        return set()
+    stages = dockerfile_stages(path.read_text())
+    if not c.ok(len(stages) >= 2, "Dockerfile is multi-stage (build, runtime)"):
+        return set()
+    runs = [rest for stage in stages[:-1] for word, rest in stage if word == "RUN"]
+    build = [r for r in runs if "cargo build" in r]
+    c.ok(
+        any(all(flag in r.split() for flag in ("--release", "--locked")) and re.search(r"--bin[ =]wsgate\b", r) for r in build),
+        "Dockerfile builds the wsgate binary with cargo build --release --locked",
+        "; ".join(build),
+    )
+    final = stages[-1]
+    base = final[0][1].split()[0]
+    c.ok(not any(base == s[0][1].split()[-1] for s in stages[:-1]) and "rust" not in base, f"Dockerfile runtime stage is a minimal image ({base})")
+    users = [rest for word, rest in final if word == "USER"]
+    user = users[-1] if users else ""
+    uid, _, gid = user.partition(":")
+    psc, sc = values.get("podSecurityContext") or {}, values.get("securityContext") or {}
+    want_uid = sc.get("runAsUser", psc.get("runAsUser"))
+    want_gid = sc.get("runAsGroup", psc.get("runAsGroup"))
+    c.ok(uid == "65532", "Dockerfile runtime USER is 65532", f"USER {user!r}")
+    c.ok(uid == str(want_uid), "Dockerfile runtime USER matches the chart's runAsUser", f"USER {user!r}, runAsUser {want_uid}")
+    c.ok(gid == str(want_gid), "Dockerfile runtime group matches the chart's runAsGroup", f"USER {user!r}, runAsGroup {want_gid}")
+    exposed = {p.split("/")[0] for word, rest in final if word == "EXPOSE" for p in rest.split()}
+    c.ok(str(values["containerPort"]) in exposed, f"Dockerfile EXPOSEs the chart's containerPort {values['containerPort']}", f"EXPOSE {sorted(exposed)}")
+    files = set()
+    for word, rest in final:
+        if word in ("COPY", "ADD"):
+            *srcs, dest = [a for a in rest.split() if not a.startswith("--")]
+            files.update(dest.rstrip("/") + "/" + Path(s).name if dest.endswith("/") else dest for s in srcs)
+    entry = [rest for word, rest in final if word == "ENTRYPOINT"]
+    try:
+        argv = json.loads(entry[-1]) if entry else []
+    except json.JSONDecodeError:
+        argv = []
+    c.ok(bool(argv) and argv[0] in files and Path(argv[0]).name == "wsgate", "Dockerfile ENTRYPOINT (exec form) is the wsgate binary it copies in", f"ENTRYPOINT {entry}")
+    c.ok("CMD" not in {w for w, _ in final}, "Dockerfile has no CMD (the chart gives the arguments)")
+    ignore = (REPO / ".dockerignore").read_text().split() if (REPO / ".dockerignore").exists() else []
+    for pattern in (".git", "**/target", "**/node_modules"):
+        c.ok(pattern in ignore, f".dockerignore leaves out {pattern}")
+    cargo = REPO / "Cargo.toml"
+    if cargo.exists() and tomllib:
+        version = tomllib.loads(cargo.read_text())["package"]["version"]
+        c.ok(str(chart.get("appVersion")) == version, f"Chart.yaml appVersion is wsgate's version {version} (the default image tag)")
+    return files
+
+
+def check_static(c: Checker) -> tuple[dict, set[str]]:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     for field in ("apiVersion", "name", "version", "appVersion"):
         c.ok(bool(chart.get(field)), f"Chart.yaml has {field}")
@@ -289,9 +364,10 @@ def check_static(c: Checker) -> dict:
     check_schema(c, values)
     check_config_keys(c, values)
     check_metric_names(c)
+    image_files = check_dockerfile(c, values, chart)
     for name in ("README.md", "templates/NOTES.txt", "templates/_helpers.tpl", ".helmignore"):
         c.ok((CHART / name).exists(), f"chart has {name}")
-    return values
+    return values, image_files
 
 
 # --------------------------------------------------------------------------
@@ -326,7 +402,11 @@ def env_of(container: dict) -> dict:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None, kube: str) -> None:
+# PATH of the runtime image (distroless sets this one).
+IMAGE_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None, kube: str, image_files: set[str]) -> None:
     tag = f"[{name} @ {kube}]"
     by_kind: dict[str, list[dict]] = {}
     for d in docs:
@@ -399,6 +479,10 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
         sleep = pre["sleep"]["seconds"] if "sleep" in pre else int(pre["exec"]["command"][-1])
         if "sleep" in pre:
             c.ok(tuple(int(x) for x in kube.split(".")[:2]) >= (1, 30), f"{tag} sleep action only on Kubernetes >= 1.30")
+        else:
+            prog = pre["exec"]["command"][0]
+            found = prog in image_files if prog.startswith("/") else any(f"{d}/{prog}" in image_files for d in IMAGE_PATH)
+            c.ok(found, f"{tag} the exec preStop's {prog!r} is in the Dockerfile's image", f"image files: {sorted(image_files)}")
     grace = pod["terminationGracePeriodSeconds"]
     if drain is not None:
         c.ok(grace >= sleep + drain + 11, f"{tag} terminationGracePeriodSeconds {grace} > preStop {sleep} + drain_s {drain} + 10")
@@ -468,7 +552,7 @@ def check_promql(c: Checker, name: str, docs: list[dict]) -> None:
                     c.ok(False, f"[{name}] alert {rule.get('alert')} is valid PromQL", str(e))
 
 
-def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None) -> None:
+def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None, image_files: set[str]) -> None:
     version = helm(helm_bin, "version", "--short").stdout.strip()
     print(f"helm: {helm_bin} ({version})")
     try:
@@ -487,7 +571,7 @@ def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None) -> None:
             if not c.ok(out.returncode == 0, f"helm template -f {sc.name} --kube-version {kube}", out.stderr.strip()[-800:]):
                 continue
             docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-            check_render(c, sc.stem, docs, wsgate_bin, kube)
+            check_render(c, sc.stem, docs, wsgate_bin, kube, image_files)
             validate_k8s(c, sc.stem, docs, kube)
             check_promql(c, sc.stem, docs)
     # `helm template` does not render NOTES.txt and `helm install --dry-run`
@@ -521,13 +605,13 @@ def main() -> int:
     ap.add_argument("--require-helm", action="store_true", help="fail when no helm binary can be found (for CI)")
     args = ap.parse_args()
     c = Checker()
-    check_static(c)
+    _, image_files = check_static(c)
     if args.static_only:
         c.note("--static-only: chart not rendered")
     else:
         helm_bin = find_helm(args.helm)
         if helm_bin:
-            check_helm(c, helm_bin, find_wsgate(args.wsgate))
+            check_helm(c, helm_bin, find_wsgate(args.wsgate), image_files)
         elif args.require_helm:
             c.ok(False, "a helm binary is available (--require-helm)")
         else:
