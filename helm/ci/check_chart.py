@@ -9,6 +9,8 @@ Static checks (need only PyYAML):
   - every key under `config:` is a field of wsgate's TOML config
     (src/config.rs), every metric the alerts use is listed in
     docs/PROTOCOL.md §9, and no credential has a default in values.yaml;
+  - the Grafana dashboards (dashboards/*.json): structure, and every metric
+    they query is in PROTOCOL.md §9 (or PENDING_METRICS);
   - the repository's Dockerfile builds `--release --locked` and runs the
     binary as the user of the chart's security contexts, on the chart's
     port, and ships what the default preStop hook runs.
@@ -58,6 +60,21 @@ SCENARIOS = HERE / "values"
 KUBE_VERSIONS = ["1.26.0", "1.32.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 SECRET_ENV = ("WSGATE_JWT_SECRET", "WSGATE_API_KEYS", "WSGATE_REDIS_URL")
+# Metrics wsgate exports that docs/PROTOCOL.md §9 does not list yet: the
+# dashboards and alerts may use them. Drop a name once §9 lists it.
+PENDING_METRICS = {
+    "wsgate_build_info",
+    "wsgate_max_connections",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+}
+# Series Prometheus itself records for every scrape target.
+SCRAPE_SERIES = {"up"}
 # Rendered with --set on top of a scenario; each must fail with this text.
 MUST_FAIL = [
     ("no token key at all", [], "no token key"),
@@ -251,20 +268,116 @@ def check_config_keys(c: Checker, values: dict) -> None:
                         c.ok(leaf in structs.get(SECTION_STRUCT[nested], set()), f"config.{nested}.{leaf} is a wsgate key")
 
 
-def check_metric_names(c: Checker) -> None:
-    """Every wsgate_* metric the alerts use is one PROTOCOL.md §9 lists."""
+def protocol_metrics() -> set[str] | None:
+    """The metric names PROTOCOL.md §9 lists (with their wsgate_ prefix)."""
     protocol = REPO / "docs" / "PROTOCOL.md"
     if not protocol.exists():
-        c.note("docs/PROTOCOL.md not found: alert metric names not checked")
-        return
+        return None
     text = protocol.read_text()
     section = text[text.find("## 9. Metrics") :]
-    known = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+    return {"wsgate_" + m for m in re.findall(r"^\| `(\w+)` \|", section, re.M)}
+
+
+def metric_known(name: str, known: set[str]) -> bool:
+    return name in known or re.sub(r"_(bucket|sum|count)$", "", name) in known
+
+
+PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names an expression selects (good enough for our own
+    expressions: strings, label matchers, ranges, grouping labels, Grafana
+    variables and function names are not metric names)."""
+    e = re.sub(r'"(?:\\.|[^"\\])*"' + r"|'(?:\\.|[^'\\])*'", '""', expr)
+    e = re.sub(r"\$\{?\w+\}?", " ", e)
+    e = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.:])[A-Za-z_:][\w:]*(?!\w)(?!\s*\()", e):
+        if m.group(0) not in PROMQL_WORDS:
+            names.add(m.group(0))
+    return names
+
+
+def check_metric_names(c: Checker) -> set[str]:
+    """Every wsgate_* metric the alerts use is one PROTOCOL.md §9 lists.
+    Returns the names the alerts and dashboards may use."""
+    known = protocol_metrics()
+    if known is None:
+        c.note("docs/PROTOCOL.md not found: metric names not checked")
+        return set()
     c.ok(len(known) > 10, "PROTOCOL.md §9 lists the metrics")
     rules = (CHART / "templates" / "prometheusrule.yaml").read_text()
-    for metric in sorted(set(re.findall(r"\bwsgate_(\w+)", rules))):
-        base = re.sub(r"_(bucket|sum|count)$", "", metric)
-        c.ok(base in known, f"alert metric wsgate_{metric} is in PROTOCOL.md §9")
+    for metric in sorted(set(re.findall(r"\bwsgate_\w+", rules))):
+        c.ok(metric_known(metric, known), f"alert metric {metric} is in PROTOCOL.md §9")
+    c.ok(promql_metrics('sum by (le) (rate(a_b{x="y{}"}[5m] offset 1h)) / on (pod) c:d * 0.5e3 > bool $x') == {"a_b", "c:d"}, "promql_metrics finds metric names only")
+    return known | PENDING_METRICS | SCRAPE_SERIES
+
+
+def grafana_to_promql(expr: str) -> str:
+    """A dashboard expression with Grafana's variables replaced, for the parser."""
+    expr = re.sub(r"\$\{?__(rate_)?interval\}?", "5m", expr)
+    return re.sub(r"\$\{?\w+\}?", "x", expr)
+
+
+def check_dashboards(c: Checker, known: set[str]) -> dict[str, str]:
+    """The Grafana dashboards the chart ships; returns {file name: text}."""
+    try:
+        import promql_parser
+    except ImportError:
+        promql_parser = None
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    c.ok(bool(files), "chart has dashboards/*.json")
+    uids = set()
+    for path in files:
+        where = f"dashboards/{path.name}"
+        try:
+            dash = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            c.ok(False, f"{where} is valid JSON", str(e))
+            continue
+        uid = dash.get("uid")
+        c.ok(isinstance(uid, str) and 0 < len(uid) <= 40 and uid not in uids, f"{where} has a unique uid of at most 40 characters", repr(uid))
+        uids.add(uid)
+        c.ok(bool(dash.get("title")), f"{where} has a title")
+        variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", [])}
+        panels = dash.get("panels")
+        if not c.ok(isinstance(panels, list) and bool(panels), f"{where} has panels"):
+            continue
+        exprs: list[tuple[str, str]] = []
+        for v in variables.values():
+            if v.get("type") == "query":
+                q = v.get("query")
+                q = q.get("query", "") if isinstance(q, dict) else str(q)
+                # label_values(<series selector>, <label>): only the selector is PromQL.
+                m = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", q)
+                c.ok(bool(m), f"{where} variable {v['name']} is label_values(<selector>, <label>)", q)
+                exprs.append((f"{where} variable {v['name']}", m.group(1) if m else q))
+        ids = [p.get("id") for p in panels]
+        c.ok(len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids), f"{where}: every panel has a unique id", str(ids))
+        for p in panels:
+            ptag = f"{where} panel {p.get('id')} {p.get('title')!r}"
+            g = p.get("gridPos") or {}
+            c.ok(all(isinstance(g.get(k), int) for k in "xywh") and g["x"] + g["w"] <= 24, f"{ptag} has a gridPos within 24 columns", str(g))
+            ds = p.get("datasource")
+            ds_uid = ds.get("uid", "") if isinstance(ds, dict) else str(ds or "")
+            var = re.fullmatch(r"\$\{?(\w+)\}?", ds_uid)
+            c.ok(bool(ds_uid) and (not var or variables.get(var.group(1), {}).get("type") == "datasource"), f"{ptag} has a datasource (a datasource variable)", repr(ds))
+            targets = p.get("targets") or []
+            c.ok(bool(targets) and all(str(tg.get("expr", "")).strip() for tg in targets), f"{ptag} has targets, each with an expr")
+            c.ok(len({tg.get("refId") for tg in targets}) == len(targets), f"{ptag} target refIds are unique")
+            exprs += [(ptag, tg["expr"]) for tg in targets if tg.get("expr")]
+        for what, expr in exprs:
+            for metric in sorted(promql_metrics(expr)):
+                c.ok(metric_known(metric, known), f"{what}: metric {metric} is in PROTOCOL.md §9 (or PENDING_METRICS)", expr)
+            if promql_parser:
+                try:
+                    promql_parser.parse(grafana_to_promql(expr))
+                    c.ok(True, "promql")
+                except Exception as e:  # noqa: BLE001
+                    c.ok(False, f"{what}: valid PromQL", f"{expr}: {e}")
+    return {p.name: p.read_text() for p in files}
 
 
 def dockerfile_stages(text: str) -> list[list[tuple[str, str]]]:
@@ -339,7 +452,7 @@ def check_dockerfile(c: Checker, values: dict, chart: dict) -> set[str]:
     return files
 
 
-def check_static(c: Checker) -> tuple[dict, set[str]]:
+def check_static(c: Checker) -> dict:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     for field in ("apiVersion", "name", "version", "appVersion"):
         c.ok(bool(chart.get(field)), f"Chart.yaml has {field}")
@@ -363,11 +476,12 @@ def check_static(c: Checker) -> tuple[dict, set[str]]:
     check_values_refs(c, values)
     check_schema(c, values)
     check_config_keys(c, values)
-    check_metric_names(c)
+    known = check_metric_names(c)
+    dashboards = check_dashboards(c, known)
     image_files = check_dockerfile(c, values, chart)
     for name in ("README.md", "templates/NOTES.txt", "templates/_helpers.tpl", ".helmignore"):
         c.ok((CHART / name).exists(), f"chart has {name}")
-    return values, image_files
+    return {"values": values, "image_files": image_files, "dashboards": dashboards, "known_metrics": known}
 
 
 # --------------------------------------------------------------------------
@@ -406,8 +520,18 @@ def env_of(container: dict) -> dict:
 IMAGE_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
-def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None, kube: str, image_files: set[str]) -> None:
+def merged(base: dict, over: dict | None) -> dict:
+    """Values as helm merges them: maps key by key, anything else replaced."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None, kube: str, static: dict, vals: dict) -> None:
+    """Invariants of one render; vals are the values it was rendered with."""
     tag = f"[{name} @ {kube}]"
+    image_files = static["image_files"]
     by_kind: dict[str, list[dict]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
@@ -515,6 +639,16 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
         c.ok(pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"], f"{tag} PDB selects the pods")
     for p in by_kind.get("Pod", []):
         c.ok(not (spec["selector"]["matchLabels"].items() <= p["metadata"]["labels"].items()), f"{tag} test pod is not selected by the Service")
+    # Grafana dashboards: a ConfigMap with the sidecar's label, only when enabled.
+    dash = vals["dashboards"]
+    dash_cms = [d for d in by_kind.get("ConfigMap", []) if any(k.endswith(".json") for k in d.get("data") or {})]
+    if not dash["enabled"]:
+        c.ok(not dash_cms, f"{tag} no dashboards ConfigMap when dashboards.enabled is false")
+    elif c.ok(len(dash_cms) == 1, f"{tag} one dashboards ConfigMap"):
+        cm = dash_cms[0]["metadata"]
+        c.ok(cm.get("labels", {}).get(dash["label"]) == str(dash["labelValue"]), f"{tag} dashboards ConfigMap is labelled {dash['label']}={dash['labelValue']!r}", str(cm.get("labels")))
+        c.ok(cm["namespace"] == (dash["namespace"] or "ci"), f"{tag} dashboards ConfigMap in namespace {dash['namespace'] or 'ci'}")
+        c.ok(dash_cms[0]["data"] == static["dashboards"], f"{tag} dashboards ConfigMap holds every dashboards/*.json as it is")
 
 
 def validate_k8s(c: Checker, name: str, docs: list[dict], kube: str) -> None:
@@ -552,7 +686,7 @@ def check_promql(c: Checker, name: str, docs: list[dict]) -> None:
                     c.ok(False, f"[{name}] alert {rule.get('alert')} is valid PromQL", str(e))
 
 
-def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None, image_files: set[str]) -> None:
+def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None, static: dict) -> None:
     version = helm(helm_bin, "version", "--short").stdout.strip()
     print(f"helm: {helm_bin} ({version})")
     try:
@@ -564,6 +698,7 @@ def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None, image_files: s
     scenarios = sorted(SCENARIOS.glob("*.yaml"))
     c.ok(bool(scenarios), "CI scenarios exist")
     for sc in scenarios:
+        vals = merged(static["values"], yaml.safe_load(sc.read_text()))
         out = helm(helm_bin, "lint", "--strict", str(CHART), "-f", str(sc))
         c.ok(out.returncode == 0, f"helm lint --strict -f {sc.name}", (out.stdout + out.stderr).strip()[-800:])
         for kube in KUBE_VERSIONS:
@@ -571,7 +706,7 @@ def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None, image_files: s
             if not c.ok(out.returncode == 0, f"helm template -f {sc.name} --kube-version {kube}", out.stderr.strip()[-800:]):
                 continue
             docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-            check_render(c, sc.stem, docs, wsgate_bin, kube, image_files)
+            check_render(c, sc.stem, docs, wsgate_bin, kube, static, vals)
             validate_k8s(c, sc.stem, docs, kube)
             check_promql(c, sc.stem, docs)
     # `helm template` does not render NOTES.txt and `helm install --dry-run`
@@ -605,13 +740,13 @@ def main() -> int:
     ap.add_argument("--require-helm", action="store_true", help="fail when no helm binary can be found (for CI)")
     args = ap.parse_args()
     c = Checker()
-    _, image_files = check_static(c)
+    static = check_static(c)
     if args.static_only:
         c.note("--static-only: chart not rendered")
     else:
         helm_bin = find_helm(args.helm)
         if helm_bin:
-            check_helm(c, helm_bin, find_wsgate(args.wsgate), image_files)
+            check_helm(c, helm_bin, find_wsgate(args.wsgate), static)
         elif args.require_helm:
             c.ok(False, "a helm binary is available (--require-helm)")
         else:
