@@ -9,6 +9,8 @@ Static checks (need only PyYAML):
   - every key under `config:` is a field of wsgate's TOML config
     (src/config.rs), every metric the alerts use is listed in
     docs/PROTOCOL.md §9, and no credential has a default in values.yaml;
+  - every runbook of docs/OPERATIONS.md says what the alert means, what to
+    check and what to do;
   - the Grafana dashboards (dashboards/*.json): structure, and every metric
     they query is in PROTOCOL.md §9 (or PENDING_METRICS);
   - the repository's Dockerfile builds `--release --locked` and runs the
@@ -26,6 +28,9 @@ Render checks (need a helm binary: --helm, $HELM, PATH, or helm/ci/get-helm.sh):
   - the rendered wsgate.toml parsed, and, with --wsgate (or a built binary in
     target/), loaded by wsgate itself (`wsgate token --config ...`), which
     refuses unknown keys and invalid values;
+  - every rendered alert's runbook_url is its own section of
+    docs/OPERATIONS.md, and the alerts for absent targets and for refusals at
+    capacity exist;
   - renders that must fail do, with the expected message.
 
 Usage: python3 helm/ci/check_chart.py [--helm PATH] [--wsgate PATH] [--static-only] [--require-helm]
@@ -315,6 +320,78 @@ def check_metric_names(c: Checker) -> set[str]:
     return known | PENDING_METRICS | SCRAPE_SERIES
 
 
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: markup and punctuation
+    dropped, lower case, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def markdown_headings(text: str) -> dict[str, tuple[int, str, str | None]]:
+    """anchor -> (level, heading, the ## heading it is under), as GitHub
+    numbers repeated anchors (-1, -2, ...); code blocks skipped."""
+    out: dict[str, tuple[int, str, str | None]] = {}
+    seen: dict[str, int] = {}
+    h2, fence = None, False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fence = not fence
+            continue
+        m = None if fence else re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        level, title = len(m.group(1)), m.group(2)
+        h2 = title if level == 2 else h2
+        base = github_anchor(title)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out[base if n == 0 else f"{base}-{n}"] = (level, title, h2)
+    return out
+
+
+RUNBOOKS = "Alert runbooks"
+
+
+def check_runbooks(c: Checker) -> dict[str, tuple[int, str, str | None]]:
+    """docs/OPERATIONS.md's headings; each runbook says what the alert means,
+    what to check and what to do."""
+    ops = REPO / "docs" / "OPERATIONS.md"
+    if not c.ok(ops.exists(), "docs/OPERATIONS.md exists"):
+        return {}
+    text = ops.read_text()
+    c.ok(github_anchor("8. Configuration: `WSGATE_*` (env)") == "8-configuration-wsgate_-env", "github_anchor follows GitHub's rules")
+    headings = markdown_headings(text)
+    c.ok(github_anchor(RUNBOOKS) in headings, f"docs/OPERATIONS.md has a '## {RUNBOOKS}' section")
+    for level, title, h2 in headings.values():
+        if level == 3 and h2 == RUNBOOKS:
+            body = text.split(f"\n### {title}\n", 1)[1].split("\n#", 1)[0]
+            c.ok(all(part in body for part in ("**Means.**", "**Check.**", "**Do.**")), f"runbook {title} says what it means, what to check, what to do")
+    return headings
+
+
+def check_alert_render(c: Checker, tag: str, docs: list[dict], static: dict, vals: dict) -> None:
+    """Every rendered alert links its runbook; the alerts the chart must have."""
+    headings = static["headings"]
+    rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    if not rules:
+        return
+    base = vals["prometheusRule"]["runbookBaseUrl"]
+    for rule in rules:
+        name, url = rule["alert"], rule.get("annotations", {}).get("runbook_url", "")
+        prefix, _, anchor = url.partition("#")
+        c.ok(prefix == base and bool(anchor), f"{tag} alert {name} has a runbook_url under prometheusRule.runbookBaseUrl", url)
+        c.ok(anchor in headings, f"{tag} alert {name}: runbook #{anchor} is a heading of docs/OPERATIONS.md")
+        c.ok(headings.get(anchor) == (3, name, RUNBOOKS), f"{tag} alert {name}: runbook #{anchor} is its own '### {name}' under '## {RUNBOOKS}'", str(headings.get(anchor)))
+        for metric in sorted(promql_metrics(rule["expr"])):
+            c.ok(metric_known(metric, static["known_metrics"]), f"{tag} alert {name}: metric {metric} is in PROTOCOL.md §9 (or PENDING_METRICS)", rule["expr"])
+    names = {r["alert"] for r in rules}
+    stale = {title for level, title, h2 in headings.values() if level == 3 and h2 == RUNBOOKS} - names
+    c.ok(not stale, f"{tag} every runbook section is an alert of the chart", str(sorted(stale)))
+    exprs = [r["expr"] for r in rules]
+    c.ok(any(re.search(r"\babsent\(\s*up\{", e) or re.search(r"\bup\{[^}]*\}\s*\)?\s*==\s*0\b", e) for e in exprs), f"{tag} an alert fires when the targets are down or absent (up)")
+    c.ok(any("wsgate_handshakes_refused_total" in e and 'reason="capacity"' in e for e in exprs), f"{tag} an alert fires on handshakes refused at capacity")
+
+
 def grafana_to_promql(expr: str) -> str:
     """A dashboard expression with Grafana's variables replaced, for the parser."""
     expr = re.sub(r"\$\{?__(rate_)?interval\}?", "5m", expr)
@@ -481,7 +558,8 @@ def check_static(c: Checker) -> dict:
     image_files = check_dockerfile(c, values, chart)
     for name in ("README.md", "templates/NOTES.txt", "templates/_helpers.tpl", ".helmignore"):
         c.ok((CHART / name).exists(), f"chart has {name}")
-    return {"values": values, "image_files": image_files, "dashboards": dashboards, "known_metrics": known}
+    headings = check_runbooks(c)
+    return {"values": values, "image_files": image_files, "dashboards": dashboards, "known_metrics": known, "headings": headings}
 
 
 # --------------------------------------------------------------------------
@@ -707,6 +785,7 @@ def check_helm(c: Checker, helm_bin: str, wsgate_bin: str | None, static: dict) 
                 continue
             docs = [d for d in yaml.safe_load_all(out.stdout) if d]
             check_render(c, sc.stem, docs, wsgate_bin, kube, static, vals)
+            check_alert_render(c, f"[{sc.stem} @ {kube}]", docs, static, vals)
             validate_k8s(c, sc.stem, docs, kube)
             check_promql(c, sc.stem, docs)
     # `helm template` does not render NOTES.txt and `helm install --dry-run`
