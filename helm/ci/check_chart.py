@@ -125,6 +125,11 @@ MUST_FAIL = [
         "hearbeat_s",
     ),
     (
+        "per-IP handshake limit behind the chart's Ingress",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "ingress.enabled=true", "--set", "config.limits.handshakes_per_ip=20"],
+        "handshakes_per_ip keys on the TCP peer address",
+    ),
+    (
         "tls without a Secret",
         ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "tls.enabled=true"],
         "tls.existingSecret",
