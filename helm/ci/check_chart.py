@@ -121,6 +121,31 @@ MUST_FAIL = [
         "handshakes_per_ip keys on the TCP peer address",
     ),
     (
+        "internalPort equal to containerPort",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "internalPort=8080"],
+        "internalPort must differ from containerPort",
+    ),
+    (
+        "externalTrafficPolicy on a ClusterIP Service",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "service.externalTrafficPolicy=Local"],
+        "externalTrafficPolicy applies to NodePort and LoadBalancer",
+    ),
+    (
+        "loadBalancerSourceRanges on a NodePort Service",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "service.type=NodePort", "--set", "service.loadBalancerSourceRanges[0]=10.0.0.0/8"],
+        "loadBalancerSourceRanges applies to a LoadBalancer Service only",
+    ),
+    (
+        "nodePort on a ClusterIP Service",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "service.nodePort=30080"],
+        "service.nodePort applies to NodePort and LoadBalancer",
+    ),
+    (
+        "autoscaling with no metric",
+        ["--set", "jwt.existingSecret=k", "--set", "redis.existingSecret=k", "--set", "autoscaling.enabled=true", "--set", "autoscaling.targetCPUUtilizationPercentage=null"],
+        "autoscaling needs targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or connectionsPerPod",
+    ),
+    (
         "tls without a Secret",
         ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "tls.enabled=true"],
         "tls.existingSecret",
@@ -629,8 +654,16 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
     if "command" in ctr:  # the open-files wrapper must exec wsgate (PID 1 gets SIGTERM)
         cmd = ctr["command"]
         c.ok(cmd[:2] == ["/bin/sh", "-c"] and cmd[2].endswith('exec "$0" "$@"') and "ulimit -n" in cmd[2], f"{tag} command wrapper execs wsgate")
-    c.ok(ctr["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], f"{tag} container port 8080 named http")
+    internal = vals.get("internalPort")
+    want_ports = [{"name": "http", "containerPort": vals["containerPort"], "protocol": "TCP"}]
+    want_ports += [{"name": "internal", "containerPort": internal, "protocol": "TCP"}] if internal else []
+    c.ok(ctr["ports"] == want_ports, f"{tag} container ports: " + ", ".join(f"{p['name']} {p['containerPort']}" for p in want_ports), str(ctr["ports"]))
     env = env_of(ctr)
+    listen = env.get("WSGATE_INTERNAL_LISTEN", {}).get("value")
+    c.ok(listen == (f"{vals['listenHost']}:{internal}" if internal else None), f"{tag} WSGATE_INTERNAL_LISTEN is {'listenHost:internalPort' if internal else 'unset'}", str(listen))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if probe in ctr:
+            c.ok(ctr[probe]["httpGet"]["port"] == "http", f"{tag} {probe} on the public port")
     c.ok(env.get("WSGATE_NODE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name", f"{tag} WSGATE_NODE_ID from the pod name")
     c.ok(env.get("WSGATE_LOG_FORMAT", {}).get("value") == "json", f"{tag} WSGATE_LOG_FORMAT=json")
     for var in SECRET_ENV:
@@ -700,17 +733,17 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
     c.ok("replicas" not in spec if hpas else True, f"{tag} no fixed replicas with an HPA")
     if most > 1:
         c.ok("WSGATE_REDIS_URL" in env, f"{tag} Redis configured for {most} replicas")
-    # Service, ingress, monitoring.
-    (svc,) = by_kind.get("Service", [{}])
-    ports = svc.get("spec", {}).get("ports", [])
-    c.ok(svc.get("spec", {}).get("type") == "ClusterIP" and ports and ports[0]["port"] == 80 and ports[0]["targetPort"] == "http", f"{tag} ClusterIP Service 80 -> http")
-    for ing in by_kind.get("Ingress", []):
-        for rule in ing["spec"]["rules"]:
-            for p in rule["http"]["paths"]:
-                c.ok(p["path"] not in ("/", "/metrics") and not p["path"].startswith("/api"), f"{tag} Ingress does not expose {p['path']}")
-    for sm in by_kind.get("ServiceMonitor", []):
-        ep = sm["spec"]["endpoints"][0]
-        c.ok(ep["port"] == "http" and ep["path"] == "/metrics", f"{tag} ServiceMonitor scrapes http /metrics")
+    if hpas:
+        auto = vals["autoscaling"]
+        pods_metrics = [m for m in hpas[0]["spec"]["metrics"] if m["type"] == "Pods"]
+        want = {"metric": {"name": "wsgate_connections"}, "target": {"type": "AverageValue", "averageValue": str(auto.get("connectionsPerPod"))}}
+        if auto.get("connectionsPerPod"):
+            c.ok([m["pods"] for m in pods_metrics] == [want], f"{tag} HPA scales on wsgate_connections, {auto['connectionsPerPod']} per pod", str(pods_metrics))
+        else:
+            c.ok(not pods_metrics, f"{tag} HPA has no Pods metric without autoscaling.connectionsPerPod")
+        cpu = [m for m in hpas[0]["spec"]["metrics"] if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+        c.ok(bool(cpu) == bool(auto.get("targetCPUUtilizationPercentage")), f"{tag} HPA on CPU exactly when targetCPUUtilizationPercentage is set")
+    check_network_render(c, tag, by_kind, vals, dep)
     for pdb in by_kind.get("PodDisruptionBudget", []):
         c.ok(pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"], f"{tag} PDB selects the pods")
     for p in by_kind.get("Pod", []):
@@ -725,6 +758,78 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
         c.ok(cm.get("labels", {}).get(dash["label"]) == str(dash["labelValue"]), f"{tag} dashboards ConfigMap is labelled {dash['label']}={dash['labelValue']!r}", str(cm.get("labels")))
         c.ok(cm["namespace"] == (dash["namespace"] or "ci"), f"{tag} dashboards ConfigMap in namespace {dash['namespace'] or 'ci'}")
         c.ok(dash_cms[0]["data"] == static["dashboards"], f"{tag} dashboards ConfigMap holds every dashboards/*.json as it is")
+
+
+def check_network_render(c: Checker, tag: str, by_kind: dict[str, list[dict]], vals: dict, dep: dict) -> None:
+    """Services, Ingress, ServiceMonitor and NetworkPolicy against the values."""
+    full, selector = dep["metadata"]["name"], dep["spec"]["selector"]["matchLabels"]
+    internal, sv, tls = vals.get("internalPort"), vals["service"], vals["tls"]["enabled"]
+    services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    internal_name = f"{full[:54].rstrip('-')}-internal"
+    c.ok(set(services) == {full} | ({internal_name} if internal else set()), f"{tag} Services: {full}" + (f" and {internal_name}" if internal else ""), str(sorted(services)))
+    svc = services.get(full, {}).get("spec", {})
+    want_port = {"name": "http", "port": sv["port"], "targetPort": "http", "protocol": "TCP"}
+    want_port |= {"nodePort": sv["nodePort"]} if sv.get("nodePort") is not None else {}
+    c.ok(svc.get("type") == sv["type"] and svc.get("ports") == [want_port], f"{tag} {sv['type']} Service {sv['port']} -> http, and no other port", str(svc.get("ports")))
+    c.ok(svc.get("externalTrafficPolicy", "") == sv["externalTrafficPolicy"], f"{tag} Service externalTrafficPolicy is service.externalTrafficPolicy ({sv['externalTrafficPolicy'] or 'unset'})")
+    c.ok(svc.get("loadBalancerSourceRanges", []) == sv["loadBalancerSourceRanges"], f"{tag} Service loadBalancerSourceRanges are service.loadBalancerSourceRanges")
+    c.ok(svc.get("sessionAffinity") == sv["sessionAffinity"], f"{tag} Service sessionAffinity is {sv['sessionAffinity']}")
+    c.ok(services.get(full, {}).get("metadata", {}).get("annotations", {}) == (sv["annotations"] or {}), f"{tag} Service annotations are service.annotations")
+    for s in services.values():
+        c.ok(s["spec"]["selector"] == selector, f"{tag} Service {s['metadata']['name']} selects the pods")
+    if internal:
+        isvc = services.get(internal_name, {}).get("spec", {})
+        c.ok(
+            isvc.get("type") == "ClusterIP" and isvc.get("ports") == [{"name": "internal", "port": internal, "targetPort": "internal", "protocol": "TCP"}],
+            f"{tag} ClusterIP Service {internal_name} {internal} -> internal",
+            str(isvc),
+        )
+    for ing in by_kind.get("Ingress", []):
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                c.ok(p["path"] not in ("/", "/metrics") and not p["path"].startswith("/api"), f"{tag} Ingress does not expose {p['path']}")
+                c.ok(p["backend"]["service"]["name"] == full, f"{tag} Ingress routes to the public Service only")
+    for sm in by_kind.get("ServiceMonitor", []):
+        (ep,) = sm["spec"]["endpoints"]
+        port, scheme = ("internal", "http") if internal else ("http", "https" if tls else "http")
+        c.ok(ep["port"] == port and ep["path"] == "/metrics" and ep["scheme"] == scheme, f"{tag} ServiceMonitor scrapes {scheme} port {port} /metrics", str(ep))
+        c.ok((ep.get("relabelings") or [None])[0] == {"targetLabel": "job", "replacement": full}, f"{tag} ServiceMonitor sets job={full}, which the alerts select", str(ep.get("relabelings")))
+    for rule in (r for d in by_kind.get("PrometheusRule", []) for g in d["spec"]["groups"] for r in g["rules"]):
+        jobs = set(re.findall(r'\bjob="([^"]*)"', rule["expr"]))
+        c.ok(jobs <= {full}, f"{tag} alert {rule.get('alert')} selects job={full}", str(jobs))
+    # NetworkPolicy.
+    npv, nps = vals["networkPolicy"], by_kind.get("NetworkPolicy", [])
+    if not npv["enabled"]:
+        c.ok(not nps, f"{tag} no NetworkPolicy when networkPolicy.enabled is false")
+        return
+    if not c.ok(len(nps) == 1, f"{tag} one NetworkPolicy"):
+        return
+    spec = nps[0]["spec"]
+    c.ok(spec["podSelector"] == {"matchLabels": selector}, f"{tag} NetworkPolicy selects the pods")
+    c.ok(spec["policyTypes"] == ["Ingress"], f"{tag} NetworkPolicy restricts ingress only")
+    froms: dict[str, list] = {}
+    for rule in spec.get("ingress", []):
+        for p in rule["ports"]:
+            froms.setdefault(p["port"], []).append(rule.get("from"))
+    c.ok(set(froms) == {"http"} | ({"internal"} if internal else set()), f"{tag} NetworkPolicy rules name only the pod's ports", str(sorted(froms)))
+    public = froms.get("http", [None])
+    if not npv["publicFrom"]:
+        c.ok(public == [None], f"{tag} NetworkPolicy: public port open to anyone when publicFrom is empty", str(public))
+    else:
+        peers = public[0] or []
+        want = npv["publicFrom"] + ([] if internal else npv["internalFrom"])
+        c.ok(len(public) == 1 and all(p in peers for p in want), f"{tag} NetworkPolicy: public port from publicFrom" + ("" if internal else " and internalFrom"), str(peers))
+        extra = [p for p in peers if p not in want]
+        tests = [p for p in by_kind.get("Pod", [])]
+        c.ok(
+            all(any(set(p.get("podSelector", {}).get("matchLabels", {}).items()) <= set(t["metadata"]["labels"].items()) and "namespaceSelector" not in p for p in extra) for t in tests)
+            and len(extra) == len(tests[:1]),
+            f"{tag} NetworkPolicy: the helm test pod (and no one else) is admitted besides the configured peers",
+            str(extra),
+        )
+    if internal:
+        want = npv["internalFrom"] or [{"podSelector": {}}]
+        c.ok(froms.get("internal") == [want], f"{tag} NetworkPolicy: internal port only from " + ("internalFrom" if npv["internalFrom"] else "the release's namespace"), str(froms.get("internal")))
 
 
 def validate_k8s(c: Checker, name: str, docs: list[dict], kube: str) -> None:
