@@ -6,6 +6,8 @@ Static checks (need only PyYAML):
   - every `.Values.a.b` path used by a template exists in values.yaml;
   - every values.yaml key is declared in values.schema.json, and values.yaml
     validates against it (when the jsonschema module is importable);
+  - the chart README's Values table names every value (two levels deep) and
+    no value that does not exist;
   - every key under `config:` is a field of wsgate's TOML config
     (src/config.rs), every metric the alerts use is listed in
     docs/PROTOCOL.md §9, and no credential has a default in values.yaml;
@@ -294,6 +296,48 @@ def check_config_keys(c: Checker, values: dict) -> None:
                         c.ok(leaf in structs.get(SECTION_STRUCT[nested], set()), f"config.{nested}.{leaf} is a wsgate key")
 
 
+def readme_value_names() -> set[str]:
+    """The value paths the chart README's Values table names: `a.b` in the
+    first cell, `.c` relative to the name before it (`a.c`), `a.*` for all
+    of a."""
+    text = (CHART / "README.md").read_text()
+    table = text[text.find("\n## Values") :]
+    table = table[: table.find("\n## ", 1)]
+    names = set()
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        base = ""
+        for name in re.findall(r"`([^`]+)`", line.split(" | ")[0]):
+            if name.startswith("."):
+                name = base + name
+            else:
+                base = name.rsplit(".", 1)[0] if "." in name else name
+            names.add(name)
+    return names
+
+
+def check_readme_values(c: Checker, values: dict) -> None:
+    """The README's Values table names every value (to two levels) and only
+    values that exist."""
+    names = readme_value_names()
+    c.ok(len(names) > 50, "the chart README has a Values table", str(len(names)))
+    named = {n.removesuffix(".*") for n in names}
+
+    def covered(path: str) -> bool:
+        parts = path.split(".")
+        ancestors = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        return bool(ancestors & named) or any(n.startswith(path + ".") for n in named)
+
+    for path, _ in walk_keys(values):
+        if len(path) <= 2:
+            dotted = ".".join(path)
+            c.ok(covered(dotted), f"helm/wsgate/README.md's Values table names {dotted}")
+    for name in sorted(named):
+        found, why = lookup(values, name.split("."))
+        c.ok(found, f"helm/wsgate/README.md's Values table names an existing value: {name}", why)
+
+
 def protocol_metrics() -> set[str] | None:
     """The metric names PROTOCOL.md §9 lists: its table (names without their
     wsgate_ prefix) and the process metrics it names, unprefixed."""
@@ -574,6 +618,7 @@ def check_static(c: Checker) -> dict:
         below = i + 1 < len(lines) and lines[i + 1].lstrip().startswith("#")
         c.ok(above or below, f"values.yaml: {m.group(1)} is commented")
     check_values_refs(c, values)
+    check_readme_values(c, values)
     check_schema(c, values)
     check_config_keys(c, values)
     known = check_metric_names(c)
