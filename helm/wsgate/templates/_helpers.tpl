@@ -23,6 +23,14 @@ contains the chart name.
 {{- end }}
 
 {{/*
+Name of the Service of the internal port: <full name>-internal, within the
+63 characters of a Service name.
+*/}}
+{{- define "wsgate.internalName" -}}
+{{- printf "%s-internal" (include "wsgate.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 Chart label value: name-version.
 */}}
 {{- define "wsgate.chart" -}}
