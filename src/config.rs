@@ -4,6 +4,11 @@
 //! CLI flags. Loading ends in [`Config::validate`], so the rest of the node
 //! never sees an unusable value: no key means no start, and the dev-only
 //! secret refuses any address that is not loopback.
+//!
+//! The environment is one hand-written table ([`ENV_VARS`]) rather than a
+//! layered-config crate: the variable names are a public contract that does
+//! not follow the TOML paths mechanically (`WSGATE_CLIENT_RATE` is
+//! `limits.client_rate`), and each setter's error names its variable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -11,9 +16,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// A value that must never reach a log line: `Debug` prints `<redacted>`.
 /// Room, offset, epoch and the frame's own keys: what an event frame adds
 /// to the payload, at most.
 pub const EVENT_FRAME_OVERHEAD: usize = 4096;
@@ -21,17 +26,19 @@ pub const EVENT_FRAME_OVERHEAD: usize = 4096;
 /// The shortest HS256 secret accepted (RFC 7518 §3.2: a key as long as the hash).
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+/// A value that must never reach a log line: `Debug` prints `<redacted>`,
+/// and the memory is zeroed when it is dropped (`secrecy`).
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -460,9 +467,13 @@ impl Config {
     }
 
     /// Apply every `WSGATE_*` variable this node knows; see [`ENV_VARS`].
+    /// A secret may instead come from the file `<NAME>_FILE` names (the
+    /// Docker and Kubernetes convention); see [`FILE_VARS`].
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let from_files = secrets_from_files(env)?;
         for (name, apply) in ENV_VARS {
-            if let Some(value) = env.get(*name) {
+            // A file's value wins over an empty variable (both non-empty is refused).
+            if let Some(value) = from_files.get(*name).or_else(|| env.get(*name)) {
                 apply(self, value.trim()).map_err(|message| invalid(name, message))?;
             }
         }
@@ -667,11 +678,39 @@ const MAX_TIMEOUT_S: u64 = 3600;
 /// The highest rate or burst accepted (per second / frames).
 const MAX_RATE: f64 = 1_000_000.0;
 
+/// The variables that may be given as `<NAME>_FILE`, a path to read the
+/// value from: the secrets.
+const FILE_VARS: &[&str] = &[
+    "WSGATE_JWT_SECRET",
+    "WSGATE_JWT_FALLBACK_SECRETS",
+    "WSGATE_API_KEYS",
+    "WSGATE_REDIS_URL",
+];
+
+/// The values of every `<NAME>_FILE` set, read from their files (trailing
+/// newline trimmed; lists may be one item per line).
+fn secrets_from_files(env: &HashMap<String, String>) -> Result<HashMap<String, String>, ConfigError> {
+    let mut values = HashMap::new();
+    for name in FILE_VARS {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = env.get(&file_var).map(|p| p.trim()).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if env.get(*name).is_some_and(|v| !v.trim().is_empty()) {
+            return Err(invalid(&file_var, format!("set {name} or {file_var}, not both")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(&file_var, format!("cannot read {path}: {e}")))?;
+        values.insert(name.to_string(), text.trim().to_string());
+    }
+    Ok(values)
+}
+
 type EnvSetter = fn(&mut Config, &str) -> Result<(), String>;
 
+/// Comma- or newline-separated items (a `_FILE` may hold one per line).
 fn list(value: &str) -> Vec<String> {
     value
-        .split(',')
+        .split([',', '\n'])
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(String::from)

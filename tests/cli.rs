@@ -266,3 +266,76 @@ async fn json_log_mode_writes_only_json_lines_and_text_mode_no_colour_codes() {
         }
     }
 }
+
+#[tokio::test]
+async fn secrets_can_come_from_files_and_a_bad_file_is_refused_naming_its_variable() {
+    let redis = Redis::start().await;
+    let dir = temp_dir("secrets");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let jwt = write("jwt-secret", &format!("{SECRET}\n"));
+    let api = write(
+        "api-keys",
+        "first-file-api-key-0123456789\nsecond-file-api-key-0123456789\n",
+    );
+    let url = write("redis-url", &format!("{}\n", redis.url()));
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_SECRET", "")
+            .env("WSGATE_JWT_SECRET_FILE", &jwt)
+            .env("WSGATE_API_KEYS", "")
+            .env("WSGATE_API_KEYS_FILE", &api)
+            .env("WSGATE_REDIS_URL_FILE", &url),
+    )
+    .await;
+    let mut client = Client::user(&node, "42", None, &[]).await;
+    let ready: serde_json::Value = reqwest::get(node.http_url("/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["broker"], "redis", "{ready}");
+    let status = reqwest::Client::new()
+        .post(node.http_url("/api/v1/publish"))
+        .header("authorization", "Bearer second-file-api-key-0123456789")
+        .json(&json!({"rooms": ["user:42"], "event": "from-file-key"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    assert_eq!(client.recv_type("event").await["event"], "from-file-key");
+
+    for (env, setting) in [
+        (
+            vec![("WSGATE_JWT_SECRET_FILE", "/nonexistent/jwt-secret")],
+            "WSGATE_JWT_SECRET_FILE",
+        ),
+        (
+            vec![("WSGATE_JWT_SECRET", SECRET), ("WSGATE_JWT_SECRET_FILE", jwt.as_str())],
+            "not both",
+        ),
+        (
+            vec![
+                ("WSGATE_JWT_SECRET", SECRET),
+                ("WSGATE_REDIS_URL_FILE", "/nonexistent/url"),
+            ],
+            "WSGATE_REDIS_URL_FILE",
+        ),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .env_clear()
+            .env("WSGATE_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(setting), "{env:?}: {stderr}");
+        assert!(!stderr.contains(SECRET), "the secret is never printed: {stderr}");
+    }
+}
