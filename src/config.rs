@@ -126,6 +126,9 @@ pub struct JwtConfig {
     /// token names an unknown `kid`.
     pub jwks_url: Option<String>,
     pub jwks_refresh_s: u64,
+    /// How long a revocation by the server API holds: at least the longest
+    /// lifetime of a token your issuer mints.
+    pub revocation_ttl_s: u64,
     /// Allow-list of algorithms. Empty: HS256 with a secret, and the
     /// algorithm that matches the public key's type.
     pub algorithms: Vec<String>,
@@ -147,6 +150,7 @@ impl Default for JwtConfig {
             keys: Vec::new(),
             jwks_url: None,
             jwks_refresh_s: 300,
+            revocation_ttl_s: 86_400,
             algorithms: Vec::new(),
             issuer: Vec::new(),
             audience: Vec::new(),
@@ -557,6 +561,12 @@ impl Config {
                 return Err(invalid("jwt.jwks_url", format!("'{url}' is not an http(s) URL")));
             }
         }
+        if !(60..=MAX_REVOCATION_TTL_S).contains(&self.jwt.revocation_ttl_s) {
+            return Err(invalid(
+                "jwt.revocation_ttl_s",
+                format!("must be 60-{MAX_REVOCATION_TTL_S} (a year)"),
+            ));
+        }
         if !(10..=MAX_TIMEOUT_S * 24).contains(&self.jwt.jwks_refresh_s) {
             return Err(invalid(
                 "jwt.jwks_refresh_s",
@@ -675,6 +685,8 @@ impl Config {
 /// The longest timeout, heartbeat or drain window accepted, in seconds: an
 /// hour. Longer is a typo, and would overflow nothing but would hang a node.
 const MAX_TIMEOUT_S: u64 = 3600;
+/// The longest a revocation may be kept: a year.
+const MAX_REVOCATION_TTL_S: u64 = 365 * 24 * 3600;
 /// The highest rate or burst accepted (per second / frames).
 const MAX_RATE: f64 = 1_000_000.0;
 
@@ -766,6 +778,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
                 ..JwtKey::default()
             });
         }
+        Ok(())
+    }),
+    ("WSGATE_JWT_REVOCATION_TTL_S", |c, v| {
+        c.jwt.revocation_ttl_s = number(v)?;
         Ok(())
     }),
     ("WSGATE_JWT_JWKS_URL", |c, v| {

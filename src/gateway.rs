@@ -9,7 +9,7 @@ use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::auth::Verifier;
+use crate::auth::{AuthError, Identity, Verifier};
 use crate::broker::{self, Broker, BrokerError, Position};
 use crate::config::{Config, Secret};
 use crate::hub::durable::Tails;
@@ -19,6 +19,7 @@ use crate::limits::IpRateLimiter;
 use crate::metrics::Metrics;
 use crate::permissions::Permissions;
 use crate::protocol::{BackendEvent, Joined};
+use crate::revocation::Revocation;
 use crate::room::RoomName;
 use crate::shutdown::Shutdown;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -271,11 +272,42 @@ impl Gateway {
         Ok(position)
     }
 
-    /// Close every socket of `user` on every node.
-    pub async fn disconnect_user(&self, user: &str, reason: &str) -> Result<(), BrokerError> {
+    /// Verify a token and refuse it when the server API revoked it: every
+    /// way in (upgrade, auth frame, SSE, `refresh`) authenticates here.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.verifier.verify(token).await?;
+        if self
+            .hub
+            .revocations()
+            .refuses(&identity.user_id, identity.issued_at, crate::revocation::unix_now())
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok(identity)
+    }
+
+    /// Close every socket of `user` on every node. With `revoke`, the user's
+    /// tokens issued up to now are refused on every node for
+    /// `jwt.revocation_ttl_s`; the revocation is stored before any socket
+    /// closes, so none can come back with its old token.
+    pub async fn disconnect_user(&self, user: &str, reason: &str, revoke: bool) -> Result<(), BrokerError> {
+        let revoke = if revoke {
+            let now = crate::revocation::unix_now();
+            let revocation = Revocation {
+                // `iat` counts whole seconds: a token of this very second may
+                // predate the call, so it is refused too.
+                issued_before: now.saturating_add(1),
+                until: now.saturating_add(self.config.jwt.revocation_ttl_s),
+            };
+            self.broker().store_revocation(user, revocation).await?;
+            Some(revocation)
+        } else {
+            None
+        };
         let control = Control::Disconnect {
             user: user.to_string(),
             reason: reason.to_string(),
+            revoke,
         };
         let payload = serde_json::to_vec(&control).map_err(|e| BrokerError::Backend(e.to_string()))?;
         self.broker().publish_control(Bytes::from(payload)).await

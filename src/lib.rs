@@ -18,7 +18,8 @@
 //! | [`tls`] | optional rustls on the listener |
 //! | [`http`] | routes: the upgrade, `/health` `/ready` `/metrics`, `/api/v1`, `/v1/client.js`, the dev demo |
 //! | [`gateway`] | the node's shared state and its join/leave/publish |
-//! | [`auth`] | JWT → [`auth::Identity`] and its own rooms; token signing |
+//! | [`auth`] | JWT → [`auth::Identity`] and its own rooms; keys, JWKS, token signing |
+//! | [`revocation`] | tokens revoked by the server API, refused on every node |
 //! | [`permissions`] | roles → grants, the room rules |
 //! | [`room`] | validated room names |
 //! | [`protocol`] | wire frames: parse client commands, encode once |
@@ -45,6 +46,7 @@ pub mod limits;
 pub mod metrics;
 pub mod permissions;
 pub mod protocol;
+pub mod revocation;
 pub mod room;
 pub mod server;
 pub mod session;

@@ -74,6 +74,7 @@ pub mod labels {
         "audience",
         "claims",
         "unknown_key",
+        "revoked",
         "refresh_other_user",
     ];
     pub const HANDSHAKE_REFUSALS: &[&str] = &[
@@ -485,6 +486,7 @@ mod tests {
             A::Claim(String::new()),
             A::TooManyRoles,
             A::UnknownKey,
+            A::Revoked,
         ] {
             assert!(labels::AUTH_FAILURE_REASONS.contains(&error.reason()), "{error:?}");
         }

@@ -121,6 +121,7 @@ mod tests {
             org_id: Some(Arc::from("acme")),
             roles: roles.iter().map(|r| Arc::from(*r)).collect(),
             expires_at: 0,
+            issued_at: None,
         }
     }
 

@@ -326,3 +326,79 @@ async fn internal_listen_on_the_public_address_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("internal_listen"), "{stderr}");
 }
+
+#[tokio::test]
+async fn disconnect_with_revoke_refuses_the_users_old_tokens_on_every_node_even_one_started_later() {
+    let redis = Redis::start().await;
+    let n1 = Node::start(NodeOptions::redis(&redis)).await;
+    let n2 = Node::start(NodeOptions::redis(&redis)).await;
+    let old = token("42", None, &[], 600);
+    let mut on_n1 = Client::connect(&n1, &old, Via::Header).await.unwrap();
+    let mut on_n2 = Client::connect(&n2, &old, Via::Frame).await.unwrap();
+    let mut other = Client::user(&n2, "43", None, &[]).await;
+    let (status, value) = body(
+        n1.api(Method::POST, "/api/v1/disconnect")
+            .json(&json!({"user": "42", "reason": "banned", "revoke": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{value}");
+    assert_eq!(value["data"]["revoked"], true);
+    for client in [&mut on_n1, &mut on_n2] {
+        assert_eq!(client.closed().await, (4001, "banned".to_string()));
+    }
+    // The same token, by every way in and on every node, is refused.
+    let n3 = Node::start(NodeOptions::redis(&redis)).await;
+    for node in [&n1, &n2, &n3] {
+        for via in [Via::Header, Via::Query] {
+            match Client::connect(node, &old, via).await {
+                Err(Refusal::Http(401, body)) => assert!(body.contains("revoked"), "{body}"),
+                other => panic!("{via:?}: expected 401, got {:?}", other.map(|c| c.welcome)),
+            }
+        }
+        match Client::connect(node, &old, Via::Frame).await {
+            Err(Refusal::Closed(4001, reason)) => assert!(reason.contains("revoked"), "{reason}"),
+            other => panic!("auth frame: expected 4001, got {:?}", other.map(|c| c.welcome)),
+        }
+    }
+    // A refresh with the old token is refused too.
+    let mut fresh_one = {
+        let issued = now();
+        wait_for("the next second", || async move { now() > issued }).await;
+        Client::connect(&n2, &token("42", None, &[], 600), Via::Header)
+            .await
+            .expect("a token issued after the revocation is accepted")
+    };
+    let reply = fresh_one.request(json!({"type": "refresh", "token": old})).await;
+    assert_eq!(reply["code"], "unauthorized", "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("revoked"), "{reply}");
+    assert_eq!(
+        other.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "others stay"
+    );
+    n3.wait_metric("wsgate_auth_failures_total{reason=\"revoked\"}", |v| v == 3.0)
+        .await;
+}
+
+#[tokio::test]
+async fn disconnect_without_revoke_lets_the_same_token_back_in() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let same = token("42", None, &[], 600);
+    let mut client = Client::connect(&node, &same, Via::Header).await.unwrap();
+    let (status, _) = body(
+        node.api(Method::POST, "/api/v1/disconnect")
+            .json(&json!({"user": "42"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(client.closed().await.0, 4001);
+    Client::connect(&node, &same, Via::Header)
+        .await
+        .expect("no revocation: the token still works");
+}

@@ -33,6 +33,8 @@ pub struct Identity {
     pub roles: Vec<Arc<str>>,
     /// The token's `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The token's `iat`, when it has one: what a revocation compares.
+    pub issued_at: Option<u64>,
 }
 
 impl Identity {
@@ -90,6 +92,8 @@ pub enum AuthError {
     TooManyRoles,
     #[error("token key id is not known")]
     UnknownKey,
+    #[error("token was revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -108,6 +112,7 @@ impl AuthError {
             AuthError::Audience => "audience",
             AuthError::Claim(_) | AuthError::TooManyRoles => "claims",
             AuthError::UnknownKey => "unknown_key",
+            AuthError::Revoked => "revoked",
         }
     }
 }
@@ -282,6 +287,7 @@ impl Verifier {
             org_id,
             roles,
             expires_at,
+            issued_at: claims.get("iat").and_then(Value::as_u64),
         })
     }
 }

@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use super::history::{self, HistoryPage, Position};
 use super::{Broker, BrokerError, EventSink};
 use crate::config::HistoryConfig;
+use crate::revocation::Revocation;
 use crate::room::RoomName;
 
 /// How long a room's position outlives its last event (at least the TTL):
@@ -204,6 +205,19 @@ impl Broker for MemoryBroker {
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
         self.sink.control(payload);
         futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn store_revocation<'a>(
+        &'a self,
+        _user: &'a str,
+        _revocation: Revocation,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        // One node: the control message recorded it in the node's memory.
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn revocations(&self, _now: u64) -> BoxFuture<'_, Result<Vec<(String, Revocation)>, BrokerError>> {
+        futures_util::future::ready(Ok(Vec::new())).boxed()
     }
 
     fn is_up(&self) -> bool {

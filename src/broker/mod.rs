@@ -32,6 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+use crate::revocation::Revocation;
 use crate::room::RoomName;
 pub use history::{HistoryPage, Position};
 
@@ -45,6 +46,8 @@ pub trait EventSink: Send + Sync + 'static {
     /// The broker reconnected and every live room is subscribed again:
     /// events published meanwhile were not received.
     fn resubscribed(&self) {}
+    /// The broker is up: connected for the first time, or again.
+    fn connected(&self) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,11 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>>;
     /// Send a control message to every node, this one included.
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Keep `user`'s revocation where nodes that start or reconnect later
+    /// find it (the memory broker has no other node: nothing to keep).
+    fn store_revocation<'a>(&'a self, user: &'a str, revocation: Revocation) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Every stored revocation still in force at `now`.
+    fn revocations(&self, now: u64) -> BoxFuture<'_, Result<Vec<(String, Revocation)>, BrokerError>>;
     /// True while connected with every requested subscription live.
     fn is_up(&self) -> bool;
     /// `memory` or `redis`: the `source` label of received events.
@@ -97,6 +105,12 @@ pub fn room_channel(prefix: &str, room: &str) -> String {
     channel.push_str(prefix);
     channel.push_str(room);
     channel
+}
+
+/// The hash of stored revocations: field = user, value = a JSON
+/// [`Revocation`]. `$` keeps it apart from every room's keys.
+pub fn revocations_key(prefix: &str) -> String {
+    format!("{prefix}$revocations")
 }
 
 /// The control channel. `$` cannot occur in a room name, so it never

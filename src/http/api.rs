@@ -305,6 +305,9 @@ struct DisconnectRequest {
     user: String,
     #[serde(default)]
     reason: Option<String>,
+    /// Also refuse the user's tokens issued before now, on every node.
+    #[serde(default)]
+    revoke: bool,
 }
 
 async fn disconnect(gw: &Gateway, body: DisconnectRequest) -> ApiResult {
@@ -315,13 +318,13 @@ async fn disconnect(gw: &Gateway, body: DisconnectRequest) -> ApiResult {
     if reason.len() > 100 {
         return Err(ApiError::bad_request("'reason' must be at most 100 bytes"));
     }
-    if let Err(e) = gw.disconnect_user(&body.user, &reason).await {
+    if let Err(e) = gw.disconnect_user(&body.user, &reason, body.revoke).await {
         tracing::warn!(error = %e, "API disconnect failed");
         return Err(ApiError::unavailable());
     }
     Ok(json(
         StatusCode::ACCEPTED,
-        &json!({"data": {"user": body.user}, "meta": {"node": gw.hub.node_id()}}),
+        &json!({"data": {"user": body.user, "revoked": body.revoke}, "meta": {"node": gw.hub.node_id()}}),
     ))
 }
 

@@ -40,7 +40,7 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>, remote: Socket
     };
     let identity = match token_of(&req) {
         Ok(None) => None,
-        Ok(Some(token)) => match gw.verifier.verify(&token).await {
+        Ok(Some(token)) => match gw.authenticate(&token).await {
             Ok(identity) => Some(identity),
             Err(e) => return unauthorized(&e),
         },

@@ -35,6 +35,7 @@ use crate::broker::{Broker, EventSink, HistoryPage, Position, history};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
 use crate::protocol::{BackendEvent, Joined, encode_event};
+use crate::revocation::{Revocation, Revocations};
 use crate::room::RoomName;
 pub use connection::{Batch, ConnId, Connection, Pushed, Queued, Transport};
 use durable::{Effects, Hold, LiveEvent, Resolved, Tails};
@@ -55,8 +56,14 @@ struct Shard {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
-    /// Close every socket of `user` on every node with 4001.
-    Disconnect { user: String, reason: String },
+    /// Close every socket of `user` on every node with 4001; with `revoke`,
+    /// first refuse the user's tokens issued before its cutoff.
+    Disconnect {
+        user: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revoke: Option<Revocation>,
+    },
 }
 
 /// Why a connection could not be registered.
@@ -103,6 +110,8 @@ pub struct Hub {
     /// The broker, for repair reads. Weak: the broker holds the hub as its sink.
     broker: OnceLock<Weak<dyn Broker>>,
     repairs: tokio::sync::Semaphore,
+    /// Tokens revoked by the server API, refused on this node.
+    revocations: Revocations,
     me: Weak<Hub>,
 }
 
@@ -121,6 +130,7 @@ impl Hub {
             tails,
             broker: OnceLock::new(),
             repairs: tokio::sync::Semaphore::new(CONCURRENT_REPAIRS),
+            revocations: Revocations::default(),
             me: me.clone(),
             node_id,
             shards: (0..shards).map(|_| Shard { rooms: DashMap::new() }).collect(),
@@ -138,6 +148,27 @@ impl Hub {
     /// Give the hub the broker it reads repairs from.
     pub fn attach_broker(&self, broker: &Arc<dyn Broker>) {
         let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Load every revocation in force from the broker, in the background.
+    pub fn reload_revocations(&self) {
+        let (Some(hub), Some(broker)) = (self.me.upgrade(), self.broker.get().and_then(Weak::upgrade)) else {
+            return;
+        };
+        tokio::spawn(async move {
+            match broker.revocations(crate::revocation::unix_now()).await {
+                Ok(all) => {
+                    for (user, revocation) in all {
+                        hub.revocations.record(&user, revocation);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot load the token revocations"),
+            }
+        });
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -545,6 +576,12 @@ impl EventSink for Hub {
         }
     }
 
+    fn connected(&self) {
+        // Revocations stored before this node started, or while it was cut
+        // off from Redis, reached Redis but not this node.
+        self.reload_revocations();
+    }
+
     fn resubscribed(&self) {
         // Events published while this node was not subscribed were missed:
         // check every durable room against the broker and repair the gaps.
@@ -558,7 +595,12 @@ impl EventSink for Hub {
 
     fn control(&self, payload: Bytes) {
         match serde_json::from_slice::<Control>(&payload) {
-            Ok(Control::Disconnect { user, reason }) => {
+            Ok(Control::Disconnect { user, reason, revoke }) => {
+                // Refuse first: a socket closed now must not reconnect with
+                // the same token.
+                if let Some(revocation) = revoke {
+                    self.revocations.record(&user, revocation);
+                }
                 let closed = self.disconnect_user(&user, &reason);
                 tracing::info!(user_id = %user, closed, "disconnect command");
             }

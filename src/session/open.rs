@@ -149,8 +149,7 @@ async fn await_auth_frame(gw: &Gateway, ws: &mut WsStream) -> Result<(Identity, 
                         command: Command::Auth { token, since },
                         ..
                     }) => gw
-                        .verifier
-                        .verify(&token)
+                        .authenticate(&token)
                         .await
                         .map(|id| (id, since))
                         .map_err(Refused::Auth),

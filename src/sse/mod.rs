@@ -36,7 +36,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr
         Err(refusal) => return retry_later(refusal),
     };
     let identity = match token_of(&req).and_then(|token| token.ok_or(AuthError::Missing)) {
-        Ok(token) => match gw.verifier.verify(&token).await {
+        Ok(token) => match gw.authenticate(&token).await {
             Ok(identity) => identity,
             Err(e) => return unauthorized(&e),
         },

@@ -8,7 +8,7 @@
 //! for a socket. If it still falls behind fred's buffer, the lost messages
 //! are counted (`wsgate_messages_dropped_total{reason="broker_lag"}`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,9 +22,10 @@ use tokio::sync::broadcast::error::RecvError;
 pub mod functions;
 
 use super::history::{HistoryPage, Position};
-use super::{Broker, BrokerError, EventSink, control_channel, room_channel};
+use super::{Broker, BrokerError, EventSink, control_channel, revocations_key, room_channel};
 use crate::config::{HistoryConfig, RedisConfig};
 use crate::metrics::Metrics;
+use crate::revocation::Revocation;
 use crate::room::RoomName;
 
 /// Channels per SUBSCRIBE when re-subscribing everything after a reconnect.
@@ -212,6 +213,7 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
                     resubscribe = false;
                     shared.up.store(true, Ordering::SeqCst);
                     broker_up.set(1.0);
+                    sink.connected();
                     if ever_up {
                         broker_reconnects.increment(1);
                         tracing::info!(channels, "redis reconnected; every live room re-subscribed");
@@ -351,6 +353,46 @@ impl Broker for RedisBroker {
                 .with_timeout(shared.publisher.publish::<i64, _, _>(shared.control.clone(), payload))
                 .await
                 .map(drop)
+        }
+        .boxed()
+    }
+
+    fn store_revocation<'a>(&'a self, user: &'a str, revocation: Revocation) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.can_publish() {
+                return Err(BrokerError::Unavailable);
+            }
+            let value = serde_json::to_string(&revocation).map_err(|e| BrokerError::Backend(e.to_string()))?;
+            let key = revocations_key(&shared.prefix);
+            shared
+                .with_timeout(shared.publisher.hset::<i64, _, _>(key, (user, value)))
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn revocations(&self, now: u64) -> BoxFuture<'_, Result<Vec<(String, Revocation)>, BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            let key = revocations_key(&shared.prefix);
+            let all: HashMap<String, String> = shared.with_timeout(shared.publisher.hgetall(&key)).await?;
+            let mut in_force = Vec::new();
+            let mut over = Vec::new();
+            for (user, value) in all {
+                match serde_json::from_str::<Revocation>(&value) {
+                    Ok(revocation) if revocation.until > now => in_force.push((user, revocation)),
+                    _ => over.push(user),
+                }
+            }
+            // The hash holds only what is in force: each load prunes the rest.
+            if !over.is_empty() {
+                let _ = shared
+                    .with_timeout(shared.publisher.hdel::<i64, _, _>(&key, over))
+                    .await;
+            }
+            Ok(in_force)
         }
         .boxed()
     }
