@@ -1,5 +1,5 @@
 //! Why a connection ends: one enum for the close code sent to the client
-//! (DESIGN §2), the reason text and the metric label.
+//! (docs/PROTOCOL.md §4), the reason text and the metric label.
 
 /// The reason a session ends.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -733,8 +733,8 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
     value.parse().map_err(|_| format!("'{value}' is not a number"))
 }
 
-/// Every environment variable the node reads, with where it lands. The
-/// first seven are the contract names of DESIGN §6.
+/// Every environment variable the node reads, with where it lands: the
+/// table of docs/PROTOCOL.md §8.
 pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     ("WSGATE_LISTEN", |c, v| {
         c.listen = v.into();

@@ -1,4 +1,4 @@
-//! Permissions: roles → grants from config, and the room rules of DESIGN §3.
+//! Permissions: roles → grants from config, and the room rules of docs/PROTOCOL.md §3.
 //!
 //! - `user:<id>`, `org:<id>`, `role:<r>`: subscribe only to one's own user,
 //!   own org, held roles. Publishing there also needs `<ns>:publish`.

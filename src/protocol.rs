@@ -26,7 +26,7 @@ pub const MAX_SINCE_ROOMS: usize = 1000;
 /// Positions a client resumes from, by room (docs/PROTOCOL.md §10).
 pub type Since = BTreeMap<RoomName, Position>;
 
-/// Error codes of DESIGN §2.
+/// Error codes of docs/PROTOCOL.md §4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -311,7 +311,7 @@ pub fn validate_event_name(event: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The payload backends publish on a room's channel (DESIGN §4), also what
+/// The payload backends publish on a room's channel (docs/PROTOCOL.md §5), also what
 /// the HTTP API and client publishes put on the broker.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct BackendEvent<'a> {

@@ -2,9 +2,9 @@
 //! and one tracker of the tasks that must finish.
 //!
 //! Order (as centrifuge does it, driven by `server::run`): mark draining
-//! (`/ready` 503, no new sockets) → close the sockets with 1012 a few at a
-//! time, spread over `drain_s` → wait for the sessions under a deadline →
-//! close the broker.
+//! (`/ready` 503, no new sockets) → close the sockets with 1012 one at a
+//! time, in random order, at moments spread evenly over `drain_s` → wait for
+//! the sessions under a deadline → close the broker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -152,7 +152,7 @@ async fn rooms_are_paginated_with_a_correct_meta() {
         value,
         json!({
             "data": [{"room": "user:4", "members": 1}, {"room": "user:5", "members": 1}, {"room": "user:6", "members": 1}],
-            "meta": {"page": 2, "limit": 3, "total": 7, "node": "pg"},
+            "meta": {"page": 2, "limit": 3, "total": 7, "node": "pg", "scope": "node"},
         })
     );
     let (_, value) = body(
@@ -198,6 +198,7 @@ async fn connections_of_a_user_are_listed() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(value["meta"]["total"], 2);
+    assert_eq!(value["meta"]["scope"], "node", "the listing says it is of one node");
     let conns = value["data"].as_array().unwrap();
     let ids: Vec<&str> = conns.iter().map(|c| c["conn_id"].as_str().unwrap()).collect();
     assert!(ids.contains(&a.welcome["conn_id"].as_str().unwrap()));

@@ -224,9 +224,23 @@ async fn malformed_and_forbidden_frames_change_nothing_for_others() {
     abuser
         .send(json!({"type": "publish", "room": "org:acme", "event": "spoof"}))
         .await;
-    for _ in 0..4 {
-        assert_eq!(abuser.recv_type("error").await["type"], "error");
+    // Each frame gets its own error, in order, saying what was wrong.
+    for (code, says) in [
+        ("bad_request", "invalid frame"),
+        ("bad_request", "invalid frame"),
+        ("forbidden", "user:b"),
+        ("forbidden", "org:acme"),
+    ] {
+        let error = abuser.recv().await;
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["code"], code, "{error}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
     }
+    assert_eq!(
+        abuser.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "the abuser's socket lives"
+    );
     assert_bystander_served(&node, &mut bystander, "after-abuse").await;
     // The forbidden publish never reached the org room.
     node.publish("org:acme", "real", json!(null)).await;

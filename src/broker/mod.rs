@@ -38,7 +38,7 @@ pub use history::{HistoryPage, Position};
 
 /// Where the broker hands what it receives. Implemented by the hub.
 pub trait EventSink: Send + Sync + 'static {
-    /// An event payload (DESIGN §4) arrived on `room`'s channel.
+    /// An event payload (docs/PROTOCOL.md §5) arrived on `room`'s channel.
     /// Must return quickly: it runs on the broker's reader.
     fn deliver(&self, room: &str, payload: Bytes);
     /// A node-to-node control message arrived (e.g. disconnect a user).

@@ -1,4 +1,4 @@
-//! The server API under `/api/v1/` (DESIGN §5), for backends and operators.
+//! The server API under `/api/v1/` (docs/PROTOCOL.md §6), for backends and operators.
 //!
 //! Every request carries `Authorization: Bearer <api key>` (compared in
 //! constant time). Success is `{"data":..,"meta":{..}}`; failure is
@@ -372,7 +372,9 @@ fn paginate<T: Serialize>(gw: &Gateway, items: Vec<T>, page: Page) -> Response<B
         StatusCode::OK,
         &json!({
             "data": data,
-            "meta": {"page": page.page, "limit": page.limit, "total": total, "node": gw.hub.node_id()},
+            // Listings are of this node alone: `scope` says so, so that a
+            // caller behind a load balancer does not take them for the cluster.
+            "meta": {"page": page.page, "limit": page.limit, "total": total, "node": gw.hub.node_id(), "scope": "node"},
         }),
     )
 }

@@ -14,7 +14,9 @@
 //!
 //! Fan-out encodes an event's client frame once and pushes the same
 //! refcounted bytes to every member, shard by shard, without awaiting and
-//! without a global lock: a push takes only the recipient's queue lock.
+//! without a global lock: it holds one shard's read lock on the room's
+//! member map at a time, and each push takes the recipient's queue lock
+//! (and wakes its writer). Joins and leaves in other shards go on meanwhile.
 
 pub mod connection;
 pub mod durable;

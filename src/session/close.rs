@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 impl Session {
-    /// The one close path.
+    /// The close path of every registered connection.
     pub(super) async fn finish(self: Box<Self>, reason: CloseReason) {
         let mut this = *self;
         this.conn.close(reason.clone());

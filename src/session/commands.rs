@@ -1,4 +1,4 @@
-//! Client commands (DESIGN §2): subscribe, unsubscribe, publish, refresh,
+//! Client commands (docs/PROTOCOL.md §2): subscribe, unsubscribe, publish, refresh,
 //! ping. Each answers with `ack`/`pong` or an `error` carrying the request's
 //! `ref`; a refused command never ends the connection.
 

@@ -6,9 +6,11 @@
 //!   the client's positions) and the welcome;
 //! - [`commands`]: what each client command does;
 //! - [`writer`]: writing frames and batches to the socket;
-//! - [`close`]: the one close path, [`Session::finish`]: stop the queue,
-//!   deregister, send the close frame, wait briefly for the client's reply,
-//!   then release the rooms on the broker.
+//! - [`close`]: the close path of a registered connection,
+//!   [`Session::finish`]: stop the queue, deregister, send the close frame,
+//!   wait briefly for the client's reply, then release the rooms on the
+//!   broker. A socket refused before it was registered (in [`open`]) has
+//!   nothing to undo and only gets its close frame.
 
 mod close;
 mod commands;
