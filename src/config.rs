@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Room, offset, epoch and the frame's own keys: what an event frame adds
 /// to the payload, at most.
@@ -42,6 +42,13 @@ impl Secret {
     }
 }
 
+/// Printed (`wsgate check-config`) as `<redacted>`, never as the value.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
@@ -49,7 +56,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Log line format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -57,7 +64,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address of the public HTTP listener: WebSocket, SSE, health, and
@@ -107,7 +114,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
     /// HMAC secret (HS256/384/512). Never has a default.
@@ -168,7 +175,7 @@ impl JwtConfig {
 }
 
 /// One more verification key (`[[jwt.keys]]`): a secret or a public key file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtKey {
     /// The `kid` tokens signed by this key carry; unset: tried for any.
@@ -181,7 +188,7 @@ pub struct JwtKey {
 }
 
 /// Names of the claims that carry the identity, for issuers that differ.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClaimNames {
     pub sub: String,
@@ -199,7 +206,7 @@ impl Default for ClaimNames {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db`. Unset: the embedded in-memory broker.
@@ -225,7 +232,7 @@ impl Default for RedisConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WsConfig {
     /// Time allowed for the `auth` frame when no token came with the upgrade.
@@ -259,7 +266,7 @@ impl Default for WsConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Sockets this node holds at most; past it, upgrades get 503 so the
@@ -306,7 +313,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// Sockets are closed with 1012 spread over this many seconds.
@@ -319,14 +326,14 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PermissionsConfig {
     /// Role name → permissions such as `orders:read`, `orders:*`, `*`.
     pub roles: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Keys accepted as `Authorization: Bearer <key>` on `/api/v1`. None: the
@@ -334,7 +341,7 @@ pub struct ApiConfig {
     pub keys: Vec<Secret>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
@@ -343,7 +350,7 @@ pub struct TlsConfig {
 
 /// Which rooms keep a history of their events, so that a client that
 /// reconnects gets what it missed (docs/PROTOCOL.md §10).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HistoryConfig {
     /// Namespaces whose rooms are durable; `*` for all. Empty: none.

@@ -9,8 +9,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`cli`] | the command line: `serve` (default), `token`, `tail` |
-//! | [`tail`] | `wsgate tail`: a minimal client that prints what a token receives |
+//! | [`cli`] | the command line: `serve` (default), `check-config`, `token`, `tail`, `publish` |
 //! | [`config`] | the validated config: defaults < file < `WSGATE_*` < flags |
 //! | [`telemetry`] | tracing set-up (text or JSON) |
 //! | [`metrics`] | metric names, descriptions, the Prometheus recorder |
@@ -52,6 +51,5 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sse;
-pub mod tail;
 pub mod telemetry;
 pub mod tls;

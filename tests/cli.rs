@@ -339,3 +339,169 @@ async fn secrets_can_come_from_files_and_a_bad_file_is_refused_naming_its_variab
         assert!(!stderr.contains(SECRET), "the secret is never printed: {stderr}");
     }
 }
+
+fn wsgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_with_secrets_redacted_and_refuses_what_serve_would() {
+    let ok = wsgate(
+        &["check-config"],
+        &[
+            ("WSGATE_JWT_SECRET", SECRET),
+            ("WSGATE_API_KEYS", API_KEY),
+            ("WSGATE_REDIS_URL", "redis://:hunter2-password@127.0.0.1:6379"),
+            ("WSGATE_MAX_PENDING_AUTH", "77"),
+        ],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    let effective: toml::Value = toml::from_str(&stdout).expect("the settings print as TOML");
+    assert_eq!(effective["limits"]["max_pending_auth"].as_integer(), Some(77));
+    assert_eq!(effective["jwt"]["secret"].as_str(), Some("<redacted>"));
+    assert_eq!(effective["redis"]["url"].as_str(), Some("<redacted>"));
+    for secret in [SECRET, API_KEY, "hunter2-password"] {
+        assert!(!stdout.contains(secret), "a secret was printed");
+    }
+    for (env, says) in [
+        (vec![("WSGATE_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem")], "jwt"),
+        (
+            vec![
+                ("WSGATE_JWT_SECRET", SECRET),
+                ("WSGATE_TLS_CERT_FILE", "/no/cert.pem"),
+                ("WSGATE_TLS_KEY_FILE", "/no/key.pem"),
+            ],
+            "tls",
+        ),
+        (
+            vec![("WSGATE_JWT_SECRET", SECRET), ("WSGATE_HEARTBEAT_S", "0")],
+            "ws.heartbeat_s",
+        ),
+    ] {
+        let refused = wsgate(&["check-config"], &env);
+        assert_eq!(refused.status.code(), Some(64), "{env:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(says),
+            "{env:?}: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn subcommands_offer_only_the_flags_they_read() {
+    for args in [
+        &["tail", "--listen", "127.0.0.1:1", "--token", "t"][..],
+        &["tail", "--config", "x.toml", "--token", "t"],
+        &["publish", "user:1", "e", "--redis-url", "redis://x"],
+        &["--config", "config/dev.toml", "token", "--sub", "1"],
+        &["token", "--sub", "1", "--listen", "127.0.0.1:1"],
+    ] {
+        let out = wsgate(args, &[]);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("unexpected argument") || stderr.contains("cannot be used"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn publish_goes_through_the_api_and_prints_refusals() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut client = Client::user(&node, "42", None, &[]).await;
+    let url = node.http_url("");
+    let key_file = temp_dir("key").join("api-key");
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    let key_file = key_file.to_str().unwrap();
+    let ok = wsgate(
+        &[
+            "publish",
+            "user:42",
+            "order:updated",
+            r#"{"id":7}"#,
+            "--url",
+            &url,
+            "--api-key-file",
+            key_file,
+            "--id",
+            "9-0",
+        ],
+        &[],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    let event = client.recv_type("event").await;
+    assert_eq!(
+        (event["data"]["id"].as_u64(), event["id"].as_str()),
+        (Some(7), Some("9-0")),
+        "{event}"
+    );
+
+    let wrong_key = wsgate(
+        &["publish", "user:42", "e", "--url", &url],
+        &[("WSGATE_API_KEY", "not-the-key-0123456789")],
+    );
+    assert_eq!(wrong_key.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong_key.stderr).contains("HTTP 401"),
+        "{wrong_key:?}"
+    );
+    let bad_room = wsgate(
+        &["publish", "no spaces", "e", "--url", &url],
+        &[("WSGATE_API_KEY", API_KEY)],
+    );
+    assert_eq!(bad_room.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad_room.stderr).contains("HTTP 400"),
+        "{bad_room:?}"
+    );
+    let bad_data = wsgate(
+        &["publish", "user:42", "e", "{not json", "--url", &url],
+        &[("WSGATE_API_KEY", API_KEY)],
+    );
+    assert_eq!(bad_data.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&bad_data.stderr).contains("DATA must be JSON"),
+        "{bad_data:?}"
+    );
+    let no_key = wsgate(&["publish", "user:42", "e", "--url", &url], &[]);
+    assert_eq!(no_key.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&no_key.stderr).contains("WSGATE_API_KEY"),
+        "{no_key:?}"
+    );
+}
+
+#[tokio::test]
+async fn tail_reads_its_token_from_a_file_and_prints_why_an_upgrade_was_refused() {
+    let node = Node::start(NodeOptions::memory().env("WSGATE_MAX_PENDING_AUTH", 1)).await;
+    let token_file = temp_dir("token").join("token");
+    std::fs::write(&token_file, format!("{}\n", token("42", None, &[], 60))).unwrap();
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args([
+            "tail",
+            "--url",
+            &node.ws_url(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    assert_eq!(next_line(&mut lines).await["type"], "welcome");
+    // The one pending-auth place taken: the next tail is refused, and says why.
+    let _pending = open(&node.ws_url(), &[]).await.unwrap();
+    let refused = wsgate(&["tail", "--url", &node.ws_url(), "--token", "x"], &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("HTTP 503") && stderr.contains("auth frame"), "{stderr}");
+}

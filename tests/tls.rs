@@ -80,3 +80,82 @@ async fn tls_listener_serves_https_and_wss() {
     assert!(!buf.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&buf));
     assert!(buf.len() < 64, "no more than an alert: {} bytes", buf.len());
 }
+
+#[tokio::test]
+async fn tail_over_wss_and_publish_over_https_trust_a_given_ca_and_refuse_an_unknown_one() {
+    let dir = temp_dir("tls-cli");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let (_node, addr) = spawn_bare(&[
+        ("WSGATE_LISTEN", "127.0.0.1:0"),
+        ("WSGATE_JWT_SECRET", SECRET),
+        ("WSGATE_API_KEYS", API_KEY),
+        ("WSGATE_LOG", "warn"),
+        ("WSGATE_TLS_CERT_FILE", cert_path.to_str().unwrap()),
+        ("WSGATE_TLS_KEY_FILE", key_path.to_str().unwrap()),
+    ])
+    .await;
+    let ws_url = format!("wss://localhost:{}/v1/ws", addr.port());
+    let api_url = format!("https://localhost:{}", addr.port());
+    let cli = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsgate"));
+        command.env_clear().kill_on_drop(true);
+        command
+    };
+
+    // Without the CA the certificate is refused.
+    let untrusted = cli()
+        .args(["tail", "--url", &ws_url])
+        .env("WSGATE_TOKEN", token("42", None, &[], 60))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("TLS"),
+        "{untrusted:?}"
+    );
+
+    let mut tail = cli()
+        .args(["tail", "--url", &ws_url, "--ca-file", cert_path.to_str().unwrap()])
+        .env("WSGATE_TOKEN", token("42", None, &[], 60))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+
+    assert_eq!(next_json(&mut lines).await["type"], "welcome");
+    let published = cli()
+        .args(["publish", "user:42", "order:updated", r#"{"id":7}"#, "--url", &api_url])
+        .args(["--ca-file", cert_path.to_str().unwrap()])
+        .env("WSGATE_API_KEY", API_KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    assert!(
+        String::from_utf8_lossy(&published.stdout).contains("\"rooms\":1"),
+        "{published:?}"
+    );
+    let event = next_json(&mut lines).await;
+    assert_eq!(
+        (event["event"].as_str(), event["data"]["id"].as_u64()),
+        (Some("order:updated"), Some(7)),
+        "{event}"
+    );
+}
+
+async fn next_json(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&line).unwrap()
+}

@@ -1,16 +1,22 @@
-//! `wsgate tail`: a minimal client for trying the gateway: connect with a
-//! token, optionally subscribe, print every frame as one JSON line. It
-//! tracks each durable room's position, resumes from `--since`, and prints
-//! on exit the `--since` flags that resume where it stopped.
+//! `wsgate tail`: a minimal client for trying the gateway: connect (ws:// or
+//! wss://), authenticate with the auth frame (the token from `--token`,
+//! `WSGATE_TOKEN` or `--token-file`), optionally subscribe, print every
+//! frame as one JSON line. It tracks each durable room's position, resumes
+//! from `--since`, and prints on exit the `--since` flags that resume where
+//! it stopped. A refused upgrade prints the gateway's reason.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::cli::TailArgs;
+use super::{TailArgs, client_tls, secret_from};
 
 pub fn run(args: &TailArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -42,16 +48,58 @@ pub fn parse_since_flag(flag: &str) -> Result<(String, Value), String> {
 }
 
 async fn tail(args: &TailArgs) -> Result<(), String> {
+    let token = secret_from(args.token.as_deref(), args.token_file.as_deref(), "token")
+        .map_err(|e| format!("{e} (--token, WSGATE_TOKEN or --token-file)"))?;
     let mut since: BTreeMap<String, Value> = BTreeMap::new();
     for flag in &args.since {
         let (room, position) = parse_since_flag(flag)?;
         since.insert(room, position);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(args.url.as_str())
+    let request = args
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("--url '{}': {e}", args.url))?;
+    let host = request.uri().host().unwrap_or_default().to_string();
+    let secure = request.uri().scheme_str() == Some("wss");
+    let port = request.uri().port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.url))?;
+    let _ = tcp.set_nodelay(true);
+    if secure {
+        let config = client_tls::client_config(args.ca_file.as_deref())?;
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+            .map_err(|e| format!("--url '{}': {e}", args.url))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {}: {e}", args.url))?;
+        session(args, request, stream, &token, since).await
+    } else {
+        session(args, request, tcp, &token, since).await
+    }
+}
+
+async fn session<S>(
+    args: &TailArgs,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    token: &str,
+    since: BTreeMap<String, Value>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ws: WebSocketStream<S> = match tokio_tungstenite::client_async(request, stream).await {
+        Ok((ws, _)) => ws,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            return Err(refusal(response.status().as_u16(), response.body().as_deref()));
+        }
+        Err(e) => return Err(format!("cannot connect to {}: {e}", args.url)),
+    };
     // The auth frame keeps the token out of the URL and carries the positions.
-    let auth = json!({"type": "auth", "token": args.token.trim(), "since": &since});
+    let auth = json!({"type": "auth", "token": token, "since": &since});
     ws.send(Message::text(auth.to_string()))
         .await
         .map_err(|e| e.to_string())?;
@@ -95,6 +143,17 @@ async fn tail(args: &TailArgs) -> Result<(), String> {
         eprintln!("resume with: {}", flags.join(" "));
     }
     ended
+}
+
+/// The gateway's answer to a refused upgrade: its status and the reason in
+/// its JSON error body.
+fn refusal(status: u16, body: Option<&[u8]>) -> String {
+    let reason = body
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .and_then(|v| v["error"]["message"].as_str().map(String::from))
+        .or_else(|| body.map(|b| String::from_utf8_lossy(b).into_owned()))
+        .unwrap_or_default();
+    format!("refused: HTTP {status}: {reason}")
 }
 
 /// Follow every durable room's position: the welcome's and the subscribe
