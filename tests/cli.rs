@@ -340,13 +340,26 @@ async fn secrets_can_come_from_files_and_a_bad_file_is_refused_naming_its_variab
     }
 }
 
+/// Run the binary to its end, killed after [`PATIENCE`] (a node that should
+/// have refused to start must not hang the test).
 fn wsgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+    use std::process::Stdio;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(PATIENCE);
+        let _ = std::process::Command::new("kill").arg(id.to_string()).status();
+    });
+    let output = child.wait_with_output().unwrap();
+    drop(watchdog);
+    output
 }
 
 #[test]
@@ -504,4 +517,64 @@ async fn tail_reads_its_token_from_a_file_and_prints_why_an_upgrade_was_refused(
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("HTTP 503") && stderr.contains("auth frame"), "{stderr}");
+}
+
+/// Every failure that comes from the configuration stops `serve` before it
+/// listens, with exit 64 and one line that names the setting.
+#[test]
+fn every_config_derived_failure_exits_64_naming_the_setting() {
+    let dir = temp_dir("bad-config");
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "this is not a key").unwrap();
+    let bad_roles = dir.join("roles.toml");
+    std::fs::write(&bad_roles, "[permissions.roles]\nadmin = [\"orders\"]\n").unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    let bad_roles = bad_roles.to_str().unwrap();
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 7] = [
+        (&[], vec![("WSGATE_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem")], "jwt"),
+        (&[], vec![("WSGATE_JWT_PUBLIC_KEY_FILE", not_pem)], "not a PEM"),
+        (
+            &[],
+            vec![("WSGATE_JWT_SECRET", SECRET), ("WSGATE_JWT_ALGORITHMS", "HS999")],
+            "jwt.algorithms",
+        ),
+        (
+            &[],
+            vec![("WSGATE_JWT_SECRET", SECRET), ("WSGATE_JWT_ALGORITHMS", "RS256")],
+            "RS256",
+        ),
+        (
+            &["--config", bad_roles],
+            vec![("WSGATE_JWT_SECRET", SECRET)],
+            "permissions.roles",
+        ),
+        (
+            &[],
+            vec![("WSGATE_JWT_SECRET", SECRET), ("WSGATE_REDIS_URL", "http://not-redis")],
+            "redis.url",
+        ),
+        (
+            &[],
+            vec![
+                ("WSGATE_JWT_SECRET", SECRET),
+                ("WSGATE_TLS_CERT_FILE", not_pem),
+                ("WSGATE_TLS_KEY_FILE", not_pem),
+            ],
+            "tls",
+        ),
+    ];
+    for (args, env, setting) in cases {
+        let mut env = env;
+        env.push(("WSGATE_LISTEN", "127.0.0.1:0"));
+        let out = wsgate(args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{env:?}: {stderr}");
+        assert!(stderr.contains(setting), "{env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "it never listened"
+        );
+    }
 }

@@ -168,7 +168,9 @@ impl Verifier {
             None => None,
         };
         if keys.is_empty() && jwks.is_none() {
-            return Err("no configured key matches the allowed JWT algorithms".into());
+            return Err(format!(
+                "no configured key matches the allowed JWT algorithms (jwt.algorithms: {allowed:?})"
+            ));
         }
         // An allowed algorithm no key can verify is a typo; with a key set,
         // its keys decide which are used.

@@ -11,7 +11,9 @@ use crate::permissions::Permissions;
 use crate::tls::TlsAcceptor;
 
 pub fn run(config: &Config) -> ExitCode {
-    match check(config) {
+    let effective = check(config)
+        .and_then(|()| toml::to_string_pretty(config).map_err(|e| format!("cannot print the settings: {e}")));
+    match effective {
         Ok(effective) => {
             print!("{effective}");
             eprintln!("wsgate check-config: ok");
@@ -24,11 +26,28 @@ pub fn run(config: &Config) -> ExitCode {
     }
 }
 
-fn check(config: &Config) -> Result<String, String> {
+/// What the config's files and URLs must hold beyond [`Config::validate`]:
+/// `serve` runs this too, so each of these stops it with exit 64 and one
+/// line naming the setting.
+pub fn check(config: &Config) -> Result<(), String> {
     Verifier::from_config(&config.jwt).map_err(|e| format!("jwt: {e}"))?;
     Permissions::from_config(&config.permissions.roles).map_err(|e| format!("permissions.roles: {e}"))?;
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
         TlsAcceptor::from_files(cert, key).map_err(|e| format!("tls: {e}"))?;
     }
-    toml::to_string_pretty(config).map_err(|e| format!("cannot print the settings: {e}"))
+    if let Some(url) = &config.redis.url {
+        let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some("redis") => {}
+            Some("rediss") => {
+                return Err(
+                    "redis.url (WSGATE_REDIS_URL): rediss:// (TLS to Redis) is not supported by this build".into(),
+                );
+            }
+            _ => return Err("redis.url (WSGATE_REDIS_URL): must be a redis:// URL".into()),
+        }
+        fred::types::config::Config::from_url(url.expose())
+            .map_err(|e| format!("redis.url (WSGATE_REDIS_URL): not a usable Redis URL: {}", e.details()))?;
+    }
+    Ok(())
 }

@@ -210,6 +210,10 @@ fn with_config(args: &ServeArgs, then: impl FnOnce(Config) -> ExitCode) -> ExitC
 }
 
 fn serve(config: Config) -> ExitCode {
+    if let Err(error) = check_config::check(&config) {
+        eprintln!("wsgate: {error}");
+        return ExitCode::from(64);
+    }
     if let Err(error) = crate::telemetry::init(&config.log, config.log_format) {
         eprintln!("wsgate: {error}");
         return ExitCode::from(64);
