@@ -516,3 +516,53 @@ async fn an_api_body_that_never_arrives_gets_408_and_the_node_serves_on() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("not received within"), "{answer}");
 }
+
+/// Burst against stall: a client that reads at once survives a burst twice
+/// its send queue; one that stops reading is still closed with 4009.
+#[tokio::test]
+async fn a_burst_of_twice_the_send_queue_reaches_a_prompt_reader() {
+    const QUEUE: usize = 64 * 1024;
+    const ROOMS: usize = 32;
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_SEND_QUEUE_BYTES", QUEUE)
+            .env("WSGATE_MAX_FRAME_BYTES", 16 * 1024)
+            .env("WSGATE_MAX_EVENT_BYTES", 8 * 1024),
+    )
+    .await;
+    let mut reader = Client::user(&node, "r", None, &["admin"]).await;
+    let rooms: Vec<String> = (0..ROOMS).map(|i| format!("chat:{i}")).collect();
+    for room in &rooms {
+        assert_eq!(
+            reader.request(json!({"type": "subscribe", "room": room})).await["type"],
+            "ack"
+        );
+    }
+    // One API request publishes to every room back to back, in the node,
+    // faster than any socket drains: 32 frames of 4 KiB, twice the queue.
+    let data = "x".repeat(QUEUE * 2 / ROOMS);
+    for round in 0..5 {
+        let response = node
+            .api(reqwest::Method::POST, "/api/v1/publish")
+            .json(&json!({"rooms": rooms, "event": format!("burst-{round}"), "data": data}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        for _ in 0..ROOMS {
+            let event = reader.recv().await;
+            assert_eq!(
+                event["event"],
+                format!("burst-{round}"),
+                "round {round}: {}",
+                event["type"]
+            );
+        }
+    }
+    assert_eq!(reader.request(json!({"type": "ping"})).await["type"], "pong");
+    assert_eq!(
+        node.metric("wsgate_connections_closed_total{reason=\"slow_consumer\"}")
+            .await,
+        0.0
+    );
+}

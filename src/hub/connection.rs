@@ -1,9 +1,12 @@
 //! One connection as the rest of the node sees it: identity, rooms, and the
 //! bounded outbound queue that fan-out pushes into and the session drains.
 //!
-//! The queue is capped in bytes. Overflow never blocks the pusher: the queue
-//! is emptied, the connection is marked closing as a slow consumer (4009) and
-//! its session is woken to close it.
+//! The queue is capped in bytes, and the cap tells a burst from a stalled
+//! reader: `ws.send_queue_bytes` holds while the session's last write has
+//! been blocked for [`STALL_GRACE`]; while it writes promptly (or waits for
+//! frames), a burst may queue up to [`BURST_FACTOR`] times as much. Overflow
+//! never blocks the pusher: the queue is emptied, the connection is marked
+//! closing as a slow consumer (4009) and its session is woken to close it.
 //!
 //! A push is the per-recipient cost of fan-out, so the fields it touches sit
 //! together at the front of the struct, and waking the session is one
@@ -66,12 +69,22 @@ pub enum Pushed {
     Closed,
 }
 
+/// How long one write may be blocked before the connection counts as
+/// stalled and the cap is `ws.send_queue_bytes`.
+pub const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// The hard ceiling, as a multiple of `ws.send_queue_bytes`: what a burst
+/// may queue for a client that reads promptly.
+pub const BURST_FACTOR: usize = 4;
+
 #[derive(Default)]
 struct Outbox {
     frames: Batch,
     bytes: usize,
     /// Boxed: a pointer keeps the outbox (and the push) within one cache line.
     closing: Option<Box<CloseReason>>,
+    /// Since when the session has been writing the batch it last took;
+    /// None while it waits for frames.
+    writing_since: Option<Instant>,
 }
 
 #[repr(C, align(64))]
@@ -122,14 +135,18 @@ impl Connection {
         if outbox.closing.is_some() {
             return Pushed::Closed;
         }
-        let size = frame.len();
-        let pushed = if outbox.bytes + size > self.queue_limit {
+        let after = outbox.bytes + frame.len();
+        // The clock is read only past the soft cap, off the common path.
+        let overflow = after > self.queue_limit
+            && (after > self.queue_limit.saturating_mul(BURST_FACTOR)
+                || outbox.writing_since.is_some_and(|since| since.elapsed() >= STALL_GRACE));
+        let pushed = if overflow {
             outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
             let dropped = std::mem::take(&mut outbox.frames).len() as u64 + 1;
             outbox.bytes = 0;
             Pushed::Overflowed(dropped)
         } else {
-            outbox.bytes += size;
+            outbox.bytes = after;
             outbox.frames.push_back(Queued { frame, received_at });
             Pushed::Queued
         };
@@ -180,10 +197,13 @@ impl Connection {
             return Some(Err(reason.as_ref().clone()));
         }
         if outbox.frames.is_empty() {
+            // The session is about to wait: nothing it holds is blocked.
+            outbox.writing_since = None;
             return None;
         }
         std::mem::swap(&mut outbox.frames, batch);
         outbox.bytes = 0;
+        outbox.writing_since = Some(Instant::now());
         Some(Ok(()))
     }
 
@@ -275,6 +295,7 @@ mod tests {
     #[test]
     fn overflow_closes_as_slow_consumer_and_frees_the_queue() {
         let c = conn(10);
+        c.outbox().writing_since = Instant::now().checked_sub(STALL_GRACE);
         assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
         assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
         assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Overflowed(3));
@@ -282,6 +303,33 @@ mod tests {
         let mut batch = Batch::new();
         assert_eq!(c.drain(&mut batch), Err(CloseReason::SlowConsumer));
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_burst_may_pass_the_cap_while_writes_flow_but_not_past_the_ceiling() {
+        let c = conn(10);
+        // The session waits (nothing taken yet): a burst fills up to 4× the cap.
+        for _ in 0..8 {
+            assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
+        }
+        assert_eq!(c.push(Utf8Bytes::from_static("1"), None), Pushed::Overflowed(9));
+        // A session that took a batch just now is writing promptly.
+        let c = conn(10);
+        c.push(Utf8Bytes::from_static("x"), None);
+        c.drain(&mut Batch::new()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
+        }
+    }
+
+    #[test]
+    fn a_write_blocked_past_the_grace_gets_the_plain_cap() {
+        let c = conn(10);
+        c.push(Utf8Bytes::from_static("x"), None);
+        c.drain(&mut Batch::new()).unwrap();
+        c.outbox().writing_since = Instant::now().checked_sub(STALL_GRACE);
+        assert_eq!(c.push(Utf8Bytes::from_static("12345"), None), Pushed::Queued);
+        assert_eq!(c.push(Utf8Bytes::from_static("123456"), None), Pushed::Overflowed(2));
     }
 
     #[test]
