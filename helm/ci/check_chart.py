@@ -9,7 +9,8 @@ Static checks (need only PyYAML):
   - the chart README's Values table names every value (two levels deep) and
     no value that does not exist;
   - every key under `config:` is a field of wsgate's TOML config
-    (src/config.rs), every metric the alerts use is listed in
+    (src/config.rs), and each upper bound src/config.rs puts on one is its
+    maximum in values.schema.json; every metric the alerts use is listed in
     docs/PROTOCOL.md §9, and no credential has a default in values.yaml;
   - every runbook of docs/OPERATIONS.md says what the alert means, what to
     check and what to do;
@@ -146,6 +147,21 @@ MUST_FAIL = [
         "autoscaling with no metric",
         ["--set", "jwt.existingSecret=k", "--set", "redis.existingSecret=k", "--set", "autoscaling.enabled=true", "--set", "autoscaling.targetCPUUtilizationPercentage=null"],
         "autoscaling needs targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or connectionsPerPod",
+    ),
+    (
+        "heartbeat above wsgate's 3600 s (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.ws.heartbeat_s=3601"],
+        "config.ws.heartbeat_s: Must be less than or equal to 3600",
+    ),
+    (
+        "client_rate 0 (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.limits.client_rate=0"],
+        "config.limits.client_rate: Must be greater than 0",
+    ),
+    (
+        "client_burst above 1000000 as a string (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set-string", "config.limits.client_burst=2000000"],
+        "config.limits.client_burst: Does not match pattern",
     ),
     (
         "tls without a Secret",
@@ -294,6 +310,57 @@ def check_config_keys(c: Checker, values: dict) -> None:
                 if isinstance(subvalue, dict) and nested in SECTION_STRUCT:
                     for leaf in subvalue:
                         c.ok(leaf in structs.get(SECTION_STRUCT[nested], set()), f"config.{nested}.{leaf} is a wsgate key")
+
+
+def server_maximums(text: str) -> dict[str, float]:
+    """The upper bounds `Config::validate` (src/config.rs) puts on settings:
+    {"ws.heartbeat_s": 3600, "limits.client_rate": 1e6, ...}."""
+    consts = {m.group(1): float(m.group(2).replace("_", "")) for m in re.finditer(r"const (MAX_\w+): \w+ = ([\d_.]+);", text)}
+    out: dict[str, float] = {}
+    # for (name, value) in [("ws.heartbeat_s", ...), ...] { ... MAX_X ... }
+    for names, body in re.findall(r"for \(name, value\) in \[(.*?)\] \{(.*?)\n        \}", text, re.S):
+        bound = next((consts[n] for n in re.findall(r"\b(MAX_\w+)\b", body) if n in consts), None)
+        if bound is not None:
+            out.update({n: bound for n in re.findall(r'\("(\w+\.\w+)",', names)})
+    # if self.section.key > MAX_X { ...
+    for section, key, name in re.findall(r"if self\.(\w+)\.(\w+) > (MAX_\w+) \{", text):
+        if name in consts:
+            out[f"{section}.{key}"] = consts[name]
+    # if !(lo..=MAX_X * n).contains(&self.section.key) {
+    for name, times, section, key in re.findall(r"\(\d+\.\.=(MAX_\w+) \* (\d+)\)\.contains\(&self\.(\w+)\.(\w+)\)", text):
+        if name in consts:
+            out[f"{section}.{key}"] = consts[name] * int(times)
+    return out
+
+
+def schema_maximum(schema: dict, path: list[str]) -> float | None:
+    """The `maximum` values.schema.json gives a value (of its number form
+    when it also takes a numeric string)."""
+    node = schema
+    for key in path:
+        node = node.get("properties", {}).get(key, {})
+    for n in [node] + node.get("anyOf", []):
+        if "maximum" in n:
+            return n["maximum"]
+    return None
+
+
+def check_server_bounds(c: Checker, values: dict) -> None:
+    """values.schema.json refuses what wsgate would refuse at start: every
+    upper bound of src/config.rs on a value of `config:` is the schema's
+    maximum of that value."""
+    src = REPO / "src" / "config.rs"
+    if not src.exists():
+        c.note("src/config.rs not found: schema bounds not compared with wsgate's")
+        return
+    bounds = server_maximums(src.read_text())
+    c.ok(len(bounds) >= 10, "found wsgate's upper bounds in src/config.rs (timeouts, drain, rates)", str(sorted(bounds)))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for name, bound in sorted(bounds.items()):
+        if not lookup(values["config"], name.split("."))[0]:
+            continue  # not a value of the chart
+        got = schema_maximum(schema, ["config", *name.split(".")])
+        c.ok(got == bound, f"values.schema.json: config.{name} at most {bound:g}, as wsgate", f"schema maximum {got}")
 
 
 def readme_value_names() -> set[str]:
@@ -627,6 +694,7 @@ def check_static(c: Checker) -> dict:
     check_readme_values(c, values)
     check_schema(c, values)
     check_config_keys(c, values)
+    check_server_bounds(c, values)
     known = check_metric_names(c)
     dashboards = check_dashboards(c, known)
     image_files = check_dockerfile(c, values, chart)
