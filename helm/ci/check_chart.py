@@ -99,6 +99,36 @@ MUST_FAIL = [
         "give only the key that matches keyType",
     ),
     (
+        "keyType jwks without jwksUrl",
+        ["--set", "jwt.keyType=jwks", "--set", "replicaCount=1"],
+        "no token key. jwt.keyType is \"jwks\" but jwt.jwksUrl is empty",
+    ),
+    (
+        "jwksUrl with keyType secret",
+        ["--set", "jwt.existingSecret=k", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1"],
+        "set jwt.keyType=jwks",
+    ),
+    (
+        "keyType jwks with a key in a Secret too",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "jwt.existingSecret=k", "--set", "replicaCount=1"],
+        "the keys come from jwt.jwksUrl",
+    ),
+    (
+        "jwksUrl not http(s) (schema)",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=ftp://idp.example/jwks", "--set", "replicaCount=1"],
+        "jwt.jwksUrl: Does not match pattern",
+    ),
+    (
+        "jwks_refresh_s below wsgate's 10 s (schema)",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1", "--set", "config.jwt.jwks_refresh_s=5"],
+        "config.jwt.jwks_refresh_s: Must be greater than or equal to 10",
+    ),
+    (
+        "keyType jwks with only HMAC algorithms allowed",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=HS256"],
+        "names only HMAC algorithms",
+    ),
+    (
         "rediss:// URL",
         ["--set", "jwt.existingSecret=k", "--set", "redis.url=rediss://r:6379"],
         "must start with redis://",
@@ -788,7 +818,8 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
     for var in SECRET_ENV:
         if var in env:
             c.ok("value" not in env[var] and "secretKeyRef" in env[var].get("valueFrom", {}), f"{tag} {var} comes from a Secret")
-    c.ok(("WSGATE_JWT_SECRET" in env) != ("WSGATE_JWT_PUBLIC_KEY_FILE" in env), f"{tag} exactly one JWT key variable")
+    key_type = vals["jwt"]["keyType"]
+    main_keys = {"secret": "WSGATE_JWT_SECRET" in env, "publicKey": "WSGATE_JWT_PUBLIC_KEY_FILE" in env}
     if "WSGATE_JWT_PUBLIC_KEY_FILE" in env:
         keyfile = env["WSGATE_JWT_PUBLIC_KEY_FILE"]["value"]
         mounts = [m for m in ctr["volumeMounts"] if keyfile.startswith(m["mountPath"].rstrip("/") + "/")]
@@ -809,11 +840,20 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
             drain = parsed["shutdown"]["drain_s"]
             c.ok(bool(parsed.get("permissions", {}).get("roles")), f"{tag} wsgate.toml has [permissions.roles]")
             c.ok(True, f"{tag} wsgate.toml parses")
+            jwt_toml = parsed.get("jwt", {})
+            main_keys["jwks"] = "jwks_url" in jwt_toml
+            if key_type == "jwks":
+                c.ok(jwt_toml.get("jwks_url") == vals["jwt"]["jwksUrl"], f"{tag} wsgate.toml's jwt.jwks_url is jwt.jwksUrl", str(jwt_toml.get("jwks_url")))
+            c.ok(jwt_toml.get("jwks_refresh_s") == vals["config"]["jwt"]["jwks_refresh_s"], f"{tag} wsgate.toml's jwt.jwks_refresh_s is config.jwt.jwks_refresh_s")
         except Exception as e:  # noqa: BLE001
             c.ok(False, f"{tag} wsgate.toml parses", str(e))
     else:
         m = re.search(r"^drain_s = (\d+)", toml_text, re.M)
         drain = int(m.group(1)) if m else None
+        main_keys["jwks"] = bool(re.search(r"^jwks_url = ", toml_text, re.M))
+    # One main key, the one keyType names (more keys come as jwt.keys: the
+    # additional public keys and the fallback secrets).
+    c.ok([k for k, on in main_keys.items() if on] == [key_type], f"{tag} the token key is the one jwt.keyType={key_type} names, and no other", str(main_keys))
     if wsgate_bin:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "wsgate.toml"

@@ -98,13 +98,37 @@ true
 {{- end }}
 
 {{/*
-The JWT key source: a dict with name (Secret name) and key (key inside it).
-Validates that exactly one source is given for the chosen keyType.
+The JWT key source: a dict with name (Secret name) and key (key inside it),
+or an empty dict with keyType=jwks (the keys come from jwt.jwksUrl, which
+is no secret and goes into wsgate.toml). Validates that exactly one source
+is given for the chosen keyType.
 */}}
 {{- define "wsgate.jwtSource" -}}
 {{- $jwt := .Values.jwt }}
-{{- if not (has $jwt.keyType (list "secret" "publicKey")) }}
-{{- fail (printf "wsgate: jwt.keyType must be \"secret\" or \"publicKey\", not %q" (toString $jwt.keyType)) }}
+{{- if not (has $jwt.keyType (list "secret" "publicKey" "jwks")) }}
+{{- fail (printf "wsgate: jwt.keyType must be \"secret\", \"publicKey\" or \"jwks\", not %q" (toString $jwt.keyType)) }}
+{{- end }}
+{{- if eq $jwt.keyType "jwks" }}
+{{- if or $jwt.secret $jwt.publicKey $jwt.existingSecret $jwt.existingSecretKey }}
+{{- fail "wsgate: jwt.keyType is \"jwks\": the keys come from jwt.jwksUrl, so leave jwt.secret, jwt.publicKey, jwt.existingSecret and jwt.existingSecretKey empty" }}
+{{- end }}
+{{- if not $jwt.jwksUrl }}
+{{- fail "wsgate: no token key. jwt.keyType is \"jwks\" but jwt.jwksUrl is empty: set it to your identity provider's jwks_uri (e.g. https://auth.example.com/.well-known/jwks.json)" }}
+{{- end }}
+{{- $algorithms := .Values.config.jwt.algorithms | default list }}
+{{- $public := list }}
+{{- range $algorithms }}
+{{- if not (hasPrefix "HS" (toString .)) }}
+{{- $public = append $public . }}
+{{- end }}
+{{- end }}
+{{- if and $algorithms (not $public) }}
+{{- fail (printf "wsgate: config.jwt.algorithms %v names only HMAC algorithms, which no public key of a key set verifies: wsgate would load no key from jwt.jwksUrl and no pod would turn ready. Add your identity provider's algorithm (e.g. RS256), or leave the list empty" $algorithms) }}
+{{- end }}
+{{- dict | toJson }}
+{{- else }}
+{{- if $jwt.jwksUrl }}
+{{- fail (printf "wsgate: jwt.jwksUrl is set but jwt.keyType is %q: set jwt.keyType=jwks to verify tokens with the key set (and drop the %s key)" $jwt.keyType $jwt.keyType) }}
 {{- end }}
 {{- $inline := ternary $jwt.secret $jwt.publicKey (eq $jwt.keyType "secret") }}
 {{- $other := ternary $jwt.publicKey $jwt.secret (eq $jwt.keyType "secret") }}
@@ -116,7 +140,7 @@ Validates that exactly one source is given for the chosen keyType.
 {{- fail "wsgate: set either an inline JWT key (jwt.secret / jwt.publicKey) or jwt.existingSecret, not both" }}
 {{- end }}
 {{- if not (or $inline $jwt.existingSecret) }}
-{{- fail (printf "wsgate: no token key. wsgate has no built-in secret and refuses to start without one: set jwt.existingSecret (a Secret with key %q), or jwt.%s" (default $defaultKey $jwt.existingSecretKey) (ternary "secret (HS256, at least 32 characters)" "publicKey (PEM)" (eq $jwt.keyType "secret"))) }}
+{{- fail (printf "wsgate: no token key. wsgate has no built-in secret and refuses to start without one: set jwt.existingSecret (a Secret with key %q), or jwt.%s, or jwt.keyType=jwks with jwt.jwksUrl (your identity provider's key set)" (default $defaultKey $jwt.existingSecretKey) (ternary "secret (HS256, at least 32 characters)" "publicKey (PEM)" (eq $jwt.keyType "secret"))) }}
 {{- end }}
 {{- if and (eq $jwt.keyType "secret") $jwt.secret (lt (len $jwt.secret) 32) }}
 {{- fail "wsgate: jwt.secret is shorter than 32 characters; HS256 needs a key of at least 256 bits (e.g. openssl rand -base64 48)" }}
@@ -128,6 +152,7 @@ Validates that exactly one source is given for the chosen keyType.
 {{- dict "name" $jwt.existingSecret "key" (default $defaultKey $jwt.existingSecretKey) | toJson }}
 {{- else }}
 {{- dict "name" (include "wsgate.secretName" .) "key" $defaultKey | toJson }}
+{{- end }}
 {{- end }}
 {{- end }}
 
