@@ -42,6 +42,7 @@ Ends with a line "N passed, M failed"; exits 1 on any failure.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -67,7 +68,7 @@ REPO = HERE.parent.parent
 SCENARIOS = HERE / "values"
 KUBE_VERSIONS = ["1.26.0", "1.32.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SECRET_ENV = ("WSGATE_JWT_SECRET", "WSGATE_API_KEYS", "WSGATE_REDIS_URL")
+SECRET_ENV = ("WSGATE_JWT_SECRET", "WSGATE_JWT_FALLBACK_SECRETS", "WSGATE_API_KEYS", "WSGATE_REDIS_URL")
 # Metrics wsgate exports that docs/PROTOCOL.md §9 does not list yet, which
 # the dashboards and alerts may use meanwhile (e.g. "wsgate_build_info" while
 # it is being added). Drop a name once §9 lists it.
@@ -127,6 +128,46 @@ MUST_FAIL = [
         "keyType jwks with only HMAC algorithms allowed",
         ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=HS256"],
         "names only HMAC algorithms",
+    ),
+    (
+        "an additional public key both inline and from a Secret",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].publicKey=-----BEGIN PUBLIC KEY-----", "--set", "jwt.additionalPublicKeys[0].existingSecret=s"],
+        "jwt.additionalPublicKeys[0] needs either publicKey",
+    ),
+    (
+        "an additional public key with a kid only",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].kid=k1"],
+        "jwt.additionalPublicKeys[0] needs either publicKey",
+    ),
+    (
+        "an inline additional public key that is no PEM",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].publicKey=MFkwEwYH"],
+        "jwt.additionalPublicKeys[0].publicKey must be a PEM public key",
+    ),
+    (
+        "two additional public keys with one kid",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].kid=k1", "--set", "jwt.additionalPublicKeys[0].existingSecret=s", "--set", "jwt.additionalPublicKeys[1].kid=k1", "--set", "jwt.additionalPublicKeys[1].existingSecret=s"],
+        "kid \"k1\" is given twice",
+    ),
+    (
+        "a kid with '=' (schema: WSGATE_JWT_PUBLIC_KEY_FILES is kid=path)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].kid=a=b", "--set", "jwt.additionalPublicKeys[0].existingSecret=s"],
+        "jwt.additionalPublicKeys.0.kid: Does not match pattern",
+    ),
+    (
+        "additional public keys with only HMAC algorithms allowed",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].existingSecret=s", "--set", "config.jwt.algorithms[0]=HS256"],
+        "would ignore jwt.additionalPublicKeys",
+    ),
+    (
+        "fallback secrets with no HMAC algorithm allowed",
+        ["--set", "jwt.keyType=publicKey", "--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.fallbackSecrets.existingSecret=f", "--set", "config.jwt.algorithms[0]=RS256"],
+        "would ignore jwt.fallbackSecrets",
+    ),
+    (
+        "an HMAC secret with no HMAC algorithm allowed",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=RS256"],
+        "would ignore the HMAC secret of jwt.*",
     ),
     (
         "rediss:// URL",
@@ -249,7 +290,16 @@ def template_files() -> list[Path]:
     return sorted(p for p in (CHART / "templates").rglob("*") if p.is_file())
 
 
+def schema_items(schema: dict, path: list[str]) -> dict | None:
+    """The schema of the elements of the list value at path, if declared."""
+    node = schema
+    for key in path:
+        node = node.get("properties", {}).get(key, {})
+    return node.get("items")
+
+
 def check_values_refs(c: Checker, values: dict) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
     seen = 0
     for path in template_files():
         text = path.read_text()
@@ -260,8 +310,18 @@ def check_values_refs(c: Checker, values: dict) -> None:
         refs = [m.group(1).strip(".").split(".") for m in VALUES_REF.finditer(text)]
         for m in ALIAS_USE.finditer(text):
             base = aliases.get(m.group(1))
-            if base:
-                refs.append(base + m.group(2).strip(".").split("."))
+            if not base:
+                continue
+            fields = m.group(2).strip(".").split(".")
+            node = values
+            for key in base:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, list):  # `range $i, $x := .Values.list`: $x.f is a field of an element
+                items = schema_items(schema, base) or {}
+                seen += 1
+                c.ok(fields[0] in items.get("properties", {}), f"{path.relative_to(CHART)}: ${m.group(1)}.{fields[0]} is a field of the elements of .Values.{'.'.join(base)} (values.schema.json)")
+                continue
+            refs.append(base + fields)
         for ref in refs:
             seen += 1
             found, why = lookup(values, ref)
@@ -711,6 +771,8 @@ def check_static(c: Checker) -> dict:
     for path in (("jwt", "secret"), ("jwt", "publicKey"), ("jwt", "existingSecret"), ("redis", "url"), ("redis", "existingSecret"), ("apiKeys", "existingSecret")):
         c.ok(values[path[0]][path[1]] in ("", None), f"values.yaml has no default for {'.'.join(path)}")
     c.ok(values["apiKeys"]["keys"] == [], "values.yaml has no default API key")
+    c.ok(values["jwt"]["fallbackSecrets"]["existingSecret"] == "", "values.yaml has no default for jwt.fallbackSecrets.existingSecret")
+    c.ok(values["jwt"]["additionalPublicKeys"] == [], "values.yaml has no default additional public key")
     # Every top-level key carries a comment (above it, or on its first child).
     lines = (CHART / "values.yaml").read_text().splitlines()
     for i, line in enumerate(lines):
@@ -825,6 +887,7 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
         mounts = [m for m in ctr["volumeMounts"] if keyfile.startswith(m["mountPath"].rstrip("/") + "/")]
         vols = {v["name"]: v for v in pod["volumes"]}
         c.ok(len(mounts) == 1 and "secret" in vols[mounts[0]["name"]], f"{tag} the JWT public key file is mounted from a Secret")
+    check_extra_keys(c, tag, by_kind, dep, env, vals)
     # Probes.
     c.ok(ctr["livenessProbe"]["httpGet"]["path"] == "/health", f"{tag} liveness GET /health")
     c.ok(ctr["readinessProbe"]["httpGet"]["path"] == "/ready", f"{tag} readiness GET /ready")
@@ -860,6 +923,8 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
             cfg.write_text(toml_text)
             run_env = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")}
             run_env.update({"WSGATE_JWT_SECRET": "check-chart-only-0123456789abcdef", "WSGATE_LISTEN": "0.0.0.0:8080"})
+            if "WSGATE_JWT_FALLBACK_SECRETS" in env:  # from a Secret: a stand-in of the same form
+                run_env["WSGATE_JWT_FALLBACK_SECRETS"] = "check-chart-fallback-0123456789abcdef,check-chart-fallback-fedcba9876543210"
             for e in ctr.get("env", []):  # literal WSGATE_* values of the pod
                 if e["name"].startswith("WSGATE_") and "value" in e and e["name"] not in ("WSGATE_JWT_PUBLIC_KEY_FILE", "WSGATE_TLS_CERT_FILE", "WSGATE_TLS_KEY_FILE"):
                     run_env[e["name"]] = e["value"]
@@ -917,6 +982,63 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
         c.ok(cm.get("labels", {}).get(dash["label"]) == str(dash["labelValue"]), f"{tag} dashboards ConfigMap is labelled {dash['label']}={dash['labelValue']!r}", str(cm.get("labels")))
         c.ok(cm["namespace"] == (dash["namespace"] or "ci"), f"{tag} dashboards ConfigMap in namespace {dash['namespace'] or 'ci'}")
         c.ok(dash_cms[0]["data"] == static["dashboards"], f"{tag} dashboards ConfigMap holds every dashboards/*.json as it is")
+
+
+def secret_item(pod: dict, ctr: dict, path: str) -> tuple[str, str] | None:
+    """(Secret name, key) a file of the container is, or None when it is no
+    file of a mounted Secret (a secret volume, or a projected volume's secret
+    source)."""
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in ctr.get("volumeMounts", []):
+        root = m["mountPath"].rstrip("/") + "/"
+        if "subPath" in m or not path.startswith(root):
+            continue
+        rel, vol = path[len(root) :], vols.get(m["name"], {})
+        if "secret" in vol:
+            sources = [dict(vol["secret"], name=vol["secret"]["secretName"])]
+        else:
+            sources = [s["secret"] for s in vol.get("projected", {}).get("sources", []) if "secret" in s]
+        for s in sources:
+            if s.get("items") is None:
+                return s["name"], rel
+            for item in s["items"]:
+                if item["path"] == rel:
+                    return s["name"], item["key"]
+    return None
+
+
+def check_extra_keys(c: Checker, tag: str, by_kind: dict[str, list[dict]], dep: dict, env: dict, vals: dict) -> None:
+    """jwt.additionalPublicKeys as WSGATE_JWT_PUBLIC_KEY_FILES, each file
+    the Secret key the values name; jwt.fallbackSecrets as
+    WSGATE_JWT_FALLBACK_SECRETS from its Secret."""
+    full, pod = dep["metadata"]["name"], dep["spec"]["template"]["spec"]
+    (ctr,) = pod["containers"]
+    jwt = vals["jwt"]
+    extra = jwt.get("additionalPublicKeys") or []
+    files = env.get("WSGATE_JWT_PUBLIC_KEY_FILES")
+    if not extra:
+        c.ok(files is None, f"{tag} no WSGATE_JWT_PUBLIC_KEY_FILES without jwt.additionalPublicKeys")
+    elif c.ok(files is not None and "value" in files, f"{tag} WSGATE_JWT_PUBLIC_KEY_FILES lists jwt.additionalPublicKeys", str(files)):
+        items = [i.strip() for i in files["value"].split(",")]
+        c.ok(len(items) == len(extra), f"{tag} WSGATE_JWT_PUBLIC_KEY_FILES has one file per additional public key", files["value"])
+        ours = [d for d in by_kind.get("Secret", []) if d["metadata"]["name"] == full]
+        data = {k: base64.b64decode(v).decode() for k, v in (ours[0].get("data") or {}).items()} if ours else {}
+        for i, (entry, item) in enumerate(zip(extra, items)):
+            kid, path = item.split("=", 1) if "=" in item else (None, item)
+            want_kid = None if entry.get("kid") is None else str(entry["kid"])
+            c.ok(kid == want_kid, f"{tag} additional public key {i}: " + (f"kid {want_kid}" if want_kid else "no kid"), item)
+            if entry.get("existingSecret"):
+                want = (entry["existingSecret"], entry.get("existingSecretKey") or "jwt-public-key.pem")
+            else:
+                want = (full, f"jwt-additional-public-key-{i}.pem")
+            got = secret_item(pod, ctr, path)
+            c.ok(got == want, f"{tag} additional public key {i} ({path}) is key {want[1]} of Secret {want[0]}", str(got))
+            if not entry.get("existingSecret"):
+                c.ok(data.get(want[1]) == entry.get("publicKey"), f"{tag} the chart's Secret holds additional public key {i} as given")
+    fb = jwt["fallbackSecrets"]
+    want_ref = {"name": fb["existingSecret"], "key": fb.get("existingSecretKey") or "jwt-fallback-secrets"} if fb["existingSecret"] else None
+    ref = env.get("WSGATE_JWT_FALLBACK_SECRETS", {}).get("valueFrom", {}).get("secretKeyRef")
+    c.ok(ref == want_ref, f"{tag} WSGATE_JWT_FALLBACK_SECRETS " + ("from jwt.fallbackSecrets' Secret" if want_ref else "unset without jwt.fallbackSecrets"), str(ref))
 
 
 def check_network_render(c: Checker, tag: str, by_kind: dict[str, list[dict]], vals: dict, dep: dict) -> None:

@@ -92,7 +92,11 @@ True ("true") when any credential is given inline, so the chart must create
 its Secret.
 */}}
 {{- define "wsgate.createSecret" -}}
-{{- if or .Values.jwt.secret .Values.jwt.publicKey .Values.apiKeys.keys .Values.redis.url -}}
+{{- $inlineKeys := false }}
+{{- range .Values.jwt.additionalPublicKeys }}
+{{- if .publicKey }}{{ $inlineKeys = true }}{{ end }}
+{{- end }}
+{{- if or .Values.jwt.secret .Values.jwt.publicKey .Values.apiKeys.keys .Values.redis.url $inlineKeys -}}
 true
 {{- end }}
 {{- end }}
@@ -110,20 +114,10 @@ is given for the chosen keyType.
 {{- end }}
 {{- if eq $jwt.keyType "jwks" }}
 {{- if or $jwt.secret $jwt.publicKey $jwt.existingSecret $jwt.existingSecretKey }}
-{{- fail "wsgate: jwt.keyType is \"jwks\": the keys come from jwt.jwksUrl, so leave jwt.secret, jwt.publicKey, jwt.existingSecret and jwt.existingSecretKey empty" }}
+{{- fail "wsgate: jwt.keyType is \"jwks\": the keys come from jwt.jwksUrl, so leave jwt.secret, jwt.publicKey, jwt.existingSecret and jwt.existingSecretKey empty (to keep an older key while moving to the identity provider: jwt.additionalPublicKeys, jwt.fallbackSecrets)" }}
 {{- end }}
 {{- if not $jwt.jwksUrl }}
 {{- fail "wsgate: no token key. jwt.keyType is \"jwks\" but jwt.jwksUrl is empty: set it to your identity provider's jwks_uri (e.g. https://auth.example.com/.well-known/jwks.json)" }}
-{{- end }}
-{{- $algorithms := .Values.config.jwt.algorithms | default list }}
-{{- $public := list }}
-{{- range $algorithms }}
-{{- if not (hasPrefix "HS" (toString .)) }}
-{{- $public = append $public . }}
-{{- end }}
-{{- end }}
-{{- if and $algorithms (not $public) }}
-{{- fail (printf "wsgate: config.jwt.algorithms %v names only HMAC algorithms, which no public key of a key set verifies: wsgate would load no key from jwt.jwksUrl and no pod would turn ready. Add your identity provider's algorithm (e.g. RS256), or leave the list empty" $algorithms) }}
 {{- end }}
 {{- dict | toJson }}
 {{- else }}
@@ -153,6 +147,104 @@ is given for the chosen keyType.
 {{- else }}
 {{- dict "name" (include "wsgate.secretName" .) "key" $defaultKey | toJson }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fails when config.jwt.algorithms, not empty, leaves a configured key no
+algorithm of its type: wsgate would ignore that key without a word (a key
+verifies only the allowed algorithms of its family).
+*/}}
+{{- define "wsgate.checkAlgorithms" -}}
+{{- $algorithms := .Values.config.jwt.algorithms | default list }}
+{{- if $algorithms }}
+{{- $hmac := list }}
+{{- $public := list }}
+{{- range $algorithms }}
+{{- if hasPrefix "HS" (toString .) }}
+{{- $hmac = append $hmac . }}
+{{- else }}
+{{- $public = append $public . }}
+{{- end }}
+{{- end }}
+{{- $jwt := .Values.jwt }}
+{{- $needPublic := list }}
+{{- if eq $jwt.keyType "jwks" }}{{ $needPublic = append $needPublic "the key set of jwt.jwksUrl (no pod would turn ready)" }}{{ end }}
+{{- if eq $jwt.keyType "publicKey" }}{{ $needPublic = append $needPublic "the public key of jwt.*" }}{{ end }}
+{{- if $jwt.additionalPublicKeys }}{{ $needPublic = append $needPublic "jwt.additionalPublicKeys" }}{{ end }}
+{{- if and $needPublic (not $public) }}
+{{- fail (printf "wsgate: config.jwt.algorithms %v names only HMAC algorithms, which no public key verifies: wsgate would ignore %s. Add the keys' algorithm (e.g. RS256), or leave the list empty" $algorithms (join " and " $needPublic)) }}
+{{- end }}
+{{- $needHmac := list }}
+{{- if eq $jwt.keyType "secret" }}{{ $needHmac = append $needHmac "the HMAC secret of jwt.*" }}{{ end }}
+{{- if $jwt.fallbackSecrets.existingSecret }}{{ $needHmac = append $needHmac "jwt.fallbackSecrets" }}{{ end }}
+{{- if and $needHmac (not $hmac) }}
+{{- fail (printf "wsgate: config.jwt.algorithms %v names no HMAC algorithm (HS256, HS384, HS512): wsgate would ignore %s. Add HS256, or leave the list empty" $algorithms (join " and " $needHmac)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+jwt.additionalPublicKeys as {"keys": [{kid, name, key, path}]}: the Secret
+and key each comes from, and the file it is mounted as under
+/etc/wsgate/jwt-keys. Inline keys live in the chart's Secret as
+jwt-additional-public-key-<index>.pem.
+*/}}
+{{- define "wsgate.additionalPublicKeys" -}}
+{{- $keys := list }}
+{{- $kids := dict }}
+{{- range $i, $k := .Values.jwt.additionalPublicKeys }}
+{{- $where := printf "jwt.additionalPublicKeys[%d]" $i }}
+{{- if eq (not $k.publicKey) (not $k.existingSecret) }}
+{{- fail (printf "wsgate: %s needs either publicKey (an inline PEM) or existingSecret (a Secret holding it), not both and not neither" $where) }}
+{{- end }}
+{{- if and $k.existingSecretKey (not $k.existingSecret) }}
+{{- fail (printf "wsgate: %s.existingSecretKey names a key of existingSecret, which is not set" $where) }}
+{{- end }}
+{{- if and $k.publicKey (not (contains "-----BEGIN" $k.publicKey)) }}
+{{- fail (printf "wsgate: %s.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" $where) }}
+{{- end }}
+{{- $kid := "" }}
+{{- if not (kindIs "invalid" $k.kid) }}
+{{- $kid = toString $k.kid }}
+{{- end }}
+{{- if $kid }}
+{{- if hasKey $kids $kid }}
+{{- fail (printf "wsgate: %s: kid %q is given twice; a kid names one key" $where $kid) }}
+{{- end }}
+{{- $_ := set $kids $kid true }}
+{{- end }}
+{{- $source := dict "name" (include "wsgate.secretName" $) "key" (printf "jwt-additional-public-key-%d.pem" $i) }}
+{{- if $k.existingSecret }}
+{{- $source = dict "name" $k.existingSecret "key" (default "jwt-public-key.pem" $k.existingSecretKey) }}
+{{- end }}
+{{- $keys = append $keys (merge $source (dict "kid" $kid "path" (printf "key-%d.pem" $i))) }}
+{{- end }}
+{{- dict "keys" $keys | toJson }}
+{{- end }}
+
+{{/*
+WSGATE_JWT_PUBLIC_KEY_FILES of the additional public keys ("kid=path" or
+"path", comma-separated), given the list of wsgate.additionalPublicKeys.
+*/}}
+{{- define "wsgate.publicKeyFiles" -}}
+{{- $items := list }}
+{{- range . }}
+{{- $path := printf "/etc/wsgate/jwt-keys/%s" .path }}
+{{- $items = append $items (ternary (printf "%s=%s" .kid $path) $path (ne .kid "")) }}
+{{- end }}
+{{- join "," $items }}
+{{- end }}
+
+{{/*
+The fallback HMAC secrets' source, or an empty dict.
+*/}}
+{{- define "wsgate.fallbackSecretsSource" -}}
+{{- $fb := .Values.jwt.fallbackSecrets }}
+{{- if $fb.existingSecret }}
+{{- dict "name" $fb.existingSecret "key" (default "jwt-fallback-secrets" $fb.existingSecretKey) | toJson }}
+{{- else }}
+{{- dict | toJson }}
 {{- end }}
 {{- end }}
 
