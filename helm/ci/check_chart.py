@@ -170,6 +170,16 @@ MUST_FAIL = [
         "would ignore the HMAC secret of jwt.*",
     ),
     (
+        "RS256 allowed with only an HMAC secret",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=HS256", "--set", "config.jwt.algorithms[1]=RS256"],
+        "allows [RS256], but no public key is configured",
+    ),
+    (
+        "HS256 allowed with only a public key",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.keyType=publicKey", "--set", "config.jwt.algorithms[0]=HS256", "--set", "config.jwt.algorithms[1]=ES256"],
+        "allows [HS256], but no HMAC secret is configured",
+    ),
+    (
         "rediss:// URL",
         ["--set", "jwt.existingSecret=k", "--set", "redis.url=rediss://r:6379"],
         "must start with redis://",

@@ -153,7 +153,11 @@ is given for the chosen keyType.
 {{/*
 Fails when config.jwt.algorithms, not empty, leaves a configured key no
 algorithm of its type: wsgate would ignore that key without a word (a key
-verifies only the allowed algorithms of its family).
+verifies only the allowed algorithms of its family), or refuse to start
+when no key is left. And when it allows an algorithm of a family (HMAC, or
+public keys) no configured key belongs to: wsgate refuses to start (exit
+64) unless a JWKS may hold it. Within public keys (RSA, EC, Ed25519) the
+type of a key in a Secret is not known here: wsgate names the algorithm.
 */}}
 {{- define "wsgate.checkAlgorithms" -}}
 {{- $algorithms := .Values.config.jwt.algorithms | default list }}
@@ -180,6 +184,14 @@ verifies only the allowed algorithms of its family).
 {{- if $jwt.fallbackSecrets.existingSecret }}{{ $needHmac = append $needHmac "jwt.fallbackSecrets" }}{{ end }}
 {{- if and $needHmac (not $hmac) }}
 {{- fail (printf "wsgate: config.jwt.algorithms %v names no HMAC algorithm (HS256, HS384, HS512): wsgate would ignore %s. Add HS256, or leave the list empty" $algorithms (join " and " $needHmac)) }}
+{{- end }}
+{{- if ne $jwt.keyType "jwks" }}
+{{- if and $hmac (not $needHmac) }}
+{{- fail (printf "wsgate: config.jwt.algorithms allows %v, but no HMAC secret is configured (jwt.keyType=secret, jwt.fallbackSecrets): wsgate refuses to start with an allowed algorithm no key verifies. Drop it from the list, or add the secret" $hmac) }}
+{{- end }}
+{{- if and $public (not $needPublic) }}
+{{- fail (printf "wsgate: config.jwt.algorithms allows %v, but no public key is configured (jwt.keyType=publicKey or jwks, jwt.additionalPublicKeys): wsgate refuses to start with an allowed algorithm no key verifies. Drop it from the list, or add the key" $public) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
