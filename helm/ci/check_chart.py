@@ -180,6 +180,11 @@ MUST_FAIL = [
         "allows [HS256], but no HMAC secret is configured",
     ),
     (
+        "a secret both from the chart and as WSGATE_*_FILE in extraEnv",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "extraEnv[0].name=WSGATE_JWT_SECRET_FILE", "--set", "extraEnv[0].value=/run/secrets/jwt"],
+        "extraEnv sets WSGATE_JWT_SECRET_FILE, but the chart sets WSGATE_JWT_SECRET from jwt.*",
+    ),
+    (
         "rediss:// URL",
         ["--set", "jwt.existingSecret=k", "--set", "redis.url=rediss://r:6379"],
         "must start with redis://",
