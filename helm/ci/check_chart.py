@@ -3,7 +3,8 @@
 
 Static checks (need only PyYAML):
   - Chart.yaml and values.yaml parse; Chart.yaml has the required fields;
-  - every `.Values.a.b` path used by a template exists in values.yaml;
+  - every `.Values.a.b` path used by a template exists in values.yaml, and
+    every field of a list's elements a `range` uses is in values.schema.json;
   - every values.yaml key is declared in values.schema.json, and values.yaml
     validates against it (when the jsonschema module is importable);
   - the chart README's Values table names every value (two levels deep) and
