@@ -3,13 +3,15 @@
 
 Static checks (need only PyYAML):
   - Chart.yaml and values.yaml parse; Chart.yaml has the required fields;
-  - every `.Values.a.b` path used by a template exists in values.yaml;
+  - every `.Values.a.b` path used by a template exists in values.yaml, and
+    every field of a list's elements a `range` uses is in values.schema.json;
   - every values.yaml key is declared in values.schema.json, and values.yaml
     validates against it (when the jsonschema module is importable);
   - the chart README's Values table names every value (two levels deep) and
     no value that does not exist;
   - every key under `config:` is a field of wsgate's TOML config
-    (src/config.rs), every metric the alerts use is listed in
+    (src/config.rs), and each upper bound src/config.rs puts on one is its
+    maximum in values.schema.json; every metric the alerts use is listed in
     docs/PROTOCOL.md §9, and no credential has a default in values.yaml;
   - every runbook of docs/OPERATIONS.md says what the alert means, what to
     check and what to do;
@@ -41,6 +43,7 @@ Ends with a line "N passed, M failed"; exits 1 on any failure.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -66,7 +69,7 @@ REPO = HERE.parent.parent
 SCENARIOS = HERE / "values"
 KUBE_VERSIONS = ["1.26.0", "1.32.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SECRET_ENV = ("WSGATE_JWT_SECRET", "WSGATE_API_KEYS", "WSGATE_REDIS_URL")
+SECRET_ENV = ("WSGATE_JWT_SECRET", "WSGATE_JWT_FALLBACK_SECRETS", "WSGATE_API_KEYS", "WSGATE_REDIS_URL")
 # Metrics wsgate exports that docs/PROTOCOL.md §9 does not list yet, which
 # the dashboards and alerts may use meanwhile (e.g. "wsgate_build_info" while
 # it is being added). Drop a name once §9 lists it.
@@ -96,6 +99,91 @@ MUST_FAIL = [
         "secret given with keyType=publicKey",
         ["--set", "jwt.keyType=publicKey", "--set", "jwt.secret=" + "x" * 40, "--set", "replicaCount=1"],
         "give only the key that matches keyType",
+    ),
+    (
+        "keyType jwks without jwksUrl",
+        ["--set", "jwt.keyType=jwks", "--set", "replicaCount=1"],
+        "no token key. jwt.keyType is \"jwks\" but jwt.jwksUrl is empty",
+    ),
+    (
+        "jwksUrl with keyType secret",
+        ["--set", "jwt.existingSecret=k", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1"],
+        "set jwt.keyType=jwks",
+    ),
+    (
+        "keyType jwks with a key in a Secret too",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "jwt.existingSecret=k", "--set", "replicaCount=1"],
+        "the keys come from jwt.jwksUrl",
+    ),
+    (
+        "jwksUrl not http(s) (schema)",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=ftp://idp.example/jwks", "--set", "replicaCount=1"],
+        "jwt.jwksUrl: Does not match pattern",
+    ),
+    (
+        "jwks_refresh_s below wsgate's 10 s (schema)",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1", "--set", "config.jwt.jwks_refresh_s=5"],
+        "config.jwt.jwks_refresh_s: Must be greater than or equal to 10",
+    ),
+    (
+        "keyType jwks with only HMAC algorithms allowed",
+        ["--set", "jwt.keyType=jwks", "--set", "jwt.jwksUrl=https://idp.example/jwks", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=HS256"],
+        "names only HMAC algorithms",
+    ),
+    (
+        "an additional public key both inline and from a Secret",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].publicKey=-----BEGIN PUBLIC KEY-----", "--set", "jwt.additionalPublicKeys[0].existingSecret=s"],
+        "jwt.additionalPublicKeys[0] needs either publicKey",
+    ),
+    (
+        "an additional public key with a kid only",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].kid=k1"],
+        "jwt.additionalPublicKeys[0] needs either publicKey",
+    ),
+    (
+        "an inline additional public key that is no PEM",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].publicKey=MFkwEwYH"],
+        "jwt.additionalPublicKeys[0].publicKey must be a PEM public key",
+    ),
+    (
+        "two additional public keys with one kid",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].kid=k1", "--set", "jwt.additionalPublicKeys[0].existingSecret=s", "--set", "jwt.additionalPublicKeys[1].kid=k1", "--set", "jwt.additionalPublicKeys[1].existingSecret=s"],
+        "kid \"k1\" is given twice",
+    ),
+    (
+        "a kid with '=' (schema: WSGATE_JWT_PUBLIC_KEY_FILES is kid=path)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].kid=a=b", "--set", "jwt.additionalPublicKeys[0].existingSecret=s"],
+        "jwt.additionalPublicKeys.0.kid: Does not match pattern",
+    ),
+    (
+        "additional public keys with only HMAC algorithms allowed",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.additionalPublicKeys[0].existingSecret=s", "--set", "config.jwt.algorithms[0]=HS256"],
+        "would ignore jwt.additionalPublicKeys",
+    ),
+    (
+        "fallback secrets with no HMAC algorithm allowed",
+        ["--set", "jwt.keyType=publicKey", "--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.fallbackSecrets.existingSecret=f", "--set", "config.jwt.algorithms[0]=RS256"],
+        "would ignore jwt.fallbackSecrets",
+    ),
+    (
+        "an HMAC secret with no HMAC algorithm allowed",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=RS256"],
+        "would ignore the HMAC secret of jwt.*",
+    ),
+    (
+        "RS256 allowed with only an HMAC secret",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.jwt.algorithms[0]=HS256", "--set", "config.jwt.algorithms[1]=RS256"],
+        "allows [RS256], but no public key is configured",
+    ),
+    (
+        "HS256 allowed with only a public key",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "jwt.keyType=publicKey", "--set", "config.jwt.algorithms[0]=HS256", "--set", "config.jwt.algorithms[1]=ES256"],
+        "allows [HS256], but no HMAC secret is configured",
+    ),
+    (
+        "a secret both from the chart and as WSGATE_*_FILE in extraEnv",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "extraEnv[0].name=WSGATE_JWT_SECRET_FILE", "--set", "extraEnv[0].value=/run/secrets/jwt"],
+        "extraEnv sets WSGATE_JWT_SECRET_FILE, but the chart sets WSGATE_JWT_SECRET from jwt.*",
     ),
     (
         "rediss:// URL",
@@ -146,6 +234,21 @@ MUST_FAIL = [
         "autoscaling with no metric",
         ["--set", "jwt.existingSecret=k", "--set", "redis.existingSecret=k", "--set", "autoscaling.enabled=true", "--set", "autoscaling.targetCPUUtilizationPercentage=null"],
         "autoscaling needs targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or connectionsPerPod",
+    ),
+    (
+        "heartbeat above wsgate's 3600 s (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.ws.heartbeat_s=3601"],
+        "config.ws.heartbeat_s: Must be less than or equal to 3600",
+    ),
+    (
+        "client_rate 0 (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "config.limits.client_rate=0"],
+        "config.limits.client_rate: Must be greater than 0",
+    ),
+    (
+        "client_burst above 1000000 as a string (schema)",
+        ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set-string", "config.limits.client_burst=2000000"],
+        "config.limits.client_burst: Does not match pattern",
     ),
     (
         "tls without a Secret",
@@ -203,7 +306,16 @@ def template_files() -> list[Path]:
     return sorted(p for p in (CHART / "templates").rglob("*") if p.is_file())
 
 
+def schema_items(schema: dict, path: list[str]) -> dict | None:
+    """The schema of the elements of the list value at path, if declared."""
+    node = schema
+    for key in path:
+        node = node.get("properties", {}).get(key, {})
+    return node.get("items")
+
+
 def check_values_refs(c: Checker, values: dict) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
     seen = 0
     for path in template_files():
         text = path.read_text()
@@ -214,8 +326,18 @@ def check_values_refs(c: Checker, values: dict) -> None:
         refs = [m.group(1).strip(".").split(".") for m in VALUES_REF.finditer(text)]
         for m in ALIAS_USE.finditer(text):
             base = aliases.get(m.group(1))
-            if base:
-                refs.append(base + m.group(2).strip(".").split("."))
+            if not base:
+                continue
+            fields = m.group(2).strip(".").split(".")
+            node = values
+            for key in base:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, list):  # `range $i, $x := .Values.list`: $x.f is a field of an element
+                items = schema_items(schema, base) or {}
+                seen += 1
+                c.ok(fields[0] in items.get("properties", {}), f"{path.relative_to(CHART)}: ${m.group(1)}.{fields[0]} is a field of the elements of .Values.{'.'.join(base)} (values.schema.json)")
+                continue
+            refs.append(base + fields)
         for ref in refs:
             seen += 1
             found, why = lookup(values, ref)
@@ -294,6 +416,57 @@ def check_config_keys(c: Checker, values: dict) -> None:
                 if isinstance(subvalue, dict) and nested in SECTION_STRUCT:
                     for leaf in subvalue:
                         c.ok(leaf in structs.get(SECTION_STRUCT[nested], set()), f"config.{nested}.{leaf} is a wsgate key")
+
+
+def server_maximums(text: str) -> dict[str, float]:
+    """The upper bounds `Config::validate` (src/config.rs) puts on settings:
+    {"ws.heartbeat_s": 3600, "limits.client_rate": 1e6, ...}."""
+    consts = {m.group(1): float(m.group(2).replace("_", "")) for m in re.finditer(r"const (MAX_\w+): \w+ = ([\d_.]+);", text)}
+    out: dict[str, float] = {}
+    # for (name, value) in [("ws.heartbeat_s", ...), ...] { ... MAX_X ... }
+    for names, body in re.findall(r"for \(name, value\) in \[(.*?)\] \{(.*?)\n        \}", text, re.S):
+        bound = next((consts[n] for n in re.findall(r"\b(MAX_\w+)\b", body) if n in consts), None)
+        if bound is not None:
+            out.update({n: bound for n in re.findall(r'\("(\w+\.\w+)",', names)})
+    # if self.section.key > MAX_X { ...
+    for section, key, name in re.findall(r"if self\.(\w+)\.(\w+) > (MAX_\w+) \{", text):
+        if name in consts:
+            out[f"{section}.{key}"] = consts[name]
+    # if !(lo..=MAX_X * n).contains(&self.section.key) {
+    for name, times, section, key in re.findall(r"\(\d+\.\.=(MAX_\w+) \* (\d+)\)\.contains\(&self\.(\w+)\.(\w+)\)", text):
+        if name in consts:
+            out[f"{section}.{key}"] = consts[name] * int(times)
+    return out
+
+
+def schema_maximum(schema: dict, path: list[str]) -> float | None:
+    """The `maximum` values.schema.json gives a value (of its number form
+    when it also takes a numeric string)."""
+    node = schema
+    for key in path:
+        node = node.get("properties", {}).get(key, {})
+    for n in [node] + node.get("anyOf", []):
+        if "maximum" in n:
+            return n["maximum"]
+    return None
+
+
+def check_server_bounds(c: Checker, values: dict) -> None:
+    """values.schema.json refuses what wsgate would refuse at start: every
+    upper bound of src/config.rs on a value of `config:` is the schema's
+    maximum of that value."""
+    src = REPO / "src" / "config.rs"
+    if not src.exists():
+        c.note("src/config.rs not found: schema bounds not compared with wsgate's")
+        return
+    bounds = server_maximums(src.read_text())
+    c.ok(len(bounds) >= 10, "found wsgate's upper bounds in src/config.rs (timeouts, drain, rates)", str(sorted(bounds)))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for name, bound in sorted(bounds.items()):
+        if not lookup(values["config"], name.split("."))[0]:
+            continue  # not a value of the chart
+        got = schema_maximum(schema, ["config", *name.split(".")])
+        c.ok(got == bound, f"values.schema.json: config.{name} at most {bound:g}, as wsgate", f"schema maximum {got}")
 
 
 def readme_value_names() -> set[str]:
@@ -614,6 +787,8 @@ def check_static(c: Checker) -> dict:
     for path in (("jwt", "secret"), ("jwt", "publicKey"), ("jwt", "existingSecret"), ("redis", "url"), ("redis", "existingSecret"), ("apiKeys", "existingSecret")):
         c.ok(values[path[0]][path[1]] in ("", None), f"values.yaml has no default for {'.'.join(path)}")
     c.ok(values["apiKeys"]["keys"] == [], "values.yaml has no default API key")
+    c.ok(values["jwt"]["fallbackSecrets"]["existingSecret"] == "", "values.yaml has no default for jwt.fallbackSecrets.existingSecret")
+    c.ok(values["jwt"]["additionalPublicKeys"] == [], "values.yaml has no default additional public key")
     # Every top-level key carries a comment (above it, or on its first child).
     lines = (CHART / "values.yaml").read_text().splitlines()
     for i, line in enumerate(lines):
@@ -627,6 +802,7 @@ def check_static(c: Checker) -> dict:
     check_readme_values(c, values)
     check_schema(c, values)
     check_config_keys(c, values)
+    check_server_bounds(c, values)
     known = check_metric_names(c)
     dashboards = check_dashboards(c, known)
     image_files = check_dockerfile(c, values, chart)
@@ -720,12 +896,14 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
     for var in SECRET_ENV:
         if var in env:
             c.ok("value" not in env[var] and "secretKeyRef" in env[var].get("valueFrom", {}), f"{tag} {var} comes from a Secret")
-    c.ok(("WSGATE_JWT_SECRET" in env) != ("WSGATE_JWT_PUBLIC_KEY_FILE" in env), f"{tag} exactly one JWT key variable")
+    key_type = vals["jwt"]["keyType"]
+    main_keys = {"secret": "WSGATE_JWT_SECRET" in env, "publicKey": "WSGATE_JWT_PUBLIC_KEY_FILE" in env}
     if "WSGATE_JWT_PUBLIC_KEY_FILE" in env:
         keyfile = env["WSGATE_JWT_PUBLIC_KEY_FILE"]["value"]
         mounts = [m for m in ctr["volumeMounts"] if keyfile.startswith(m["mountPath"].rstrip("/") + "/")]
         vols = {v["name"]: v for v in pod["volumes"]}
         c.ok(len(mounts) == 1 and "secret" in vols[mounts[0]["name"]], f"{tag} the JWT public key file is mounted from a Secret")
+    check_extra_keys(c, tag, by_kind, dep, env, vals)
     # Probes.
     c.ok(ctr["livenessProbe"]["httpGet"]["path"] == "/health", f"{tag} liveness GET /health")
     c.ok(ctr["readinessProbe"]["httpGet"]["path"] == "/ready", f"{tag} readiness GET /ready")
@@ -741,17 +919,28 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
             drain = parsed["shutdown"]["drain_s"]
             c.ok(bool(parsed.get("permissions", {}).get("roles")), f"{tag} wsgate.toml has [permissions.roles]")
             c.ok(True, f"{tag} wsgate.toml parses")
+            jwt_toml = parsed.get("jwt", {})
+            main_keys["jwks"] = "jwks_url" in jwt_toml
+            if key_type == "jwks":
+                c.ok(jwt_toml.get("jwks_url") == vals["jwt"]["jwksUrl"], f"{tag} wsgate.toml's jwt.jwks_url is jwt.jwksUrl", str(jwt_toml.get("jwks_url")))
+            c.ok(jwt_toml.get("jwks_refresh_s") == vals["config"]["jwt"]["jwks_refresh_s"], f"{tag} wsgate.toml's jwt.jwks_refresh_s is config.jwt.jwks_refresh_s")
         except Exception as e:  # noqa: BLE001
             c.ok(False, f"{tag} wsgate.toml parses", str(e))
     else:
         m = re.search(r"^drain_s = (\d+)", toml_text, re.M)
         drain = int(m.group(1)) if m else None
+        main_keys["jwks"] = bool(re.search(r"^jwks_url = ", toml_text, re.M))
+    # One main key, the one keyType names (more keys come as jwt.keys: the
+    # additional public keys and the fallback secrets).
+    c.ok([k for k, on in main_keys.items() if on] == [key_type], f"{tag} the token key is the one jwt.keyType={key_type} names, and no other", str(main_keys))
     if wsgate_bin:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "wsgate.toml"
             cfg.write_text(toml_text)
             run_env = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")}
             run_env.update({"WSGATE_JWT_SECRET": "check-chart-only-0123456789abcdef", "WSGATE_LISTEN": "0.0.0.0:8080"})
+            if "WSGATE_JWT_FALLBACK_SECRETS" in env:  # from a Secret: a stand-in of the same form
+                run_env["WSGATE_JWT_FALLBACK_SECRETS"] = "check-chart-fallback-0123456789abcdef,check-chart-fallback-fedcba9876543210"
             for e in ctr.get("env", []):  # literal WSGATE_* values of the pod
                 if e["name"].startswith("WSGATE_") and "value" in e and e["name"] not in ("WSGATE_JWT_PUBLIC_KEY_FILE", "WSGATE_TLS_CERT_FILE", "WSGATE_TLS_KEY_FILE"):
                     run_env[e["name"]] = e["value"]
@@ -809,6 +998,63 @@ def check_render(c: Checker, name: str, docs: list[dict], wsgate_bin: str | None
         c.ok(cm.get("labels", {}).get(dash["label"]) == str(dash["labelValue"]), f"{tag} dashboards ConfigMap is labelled {dash['label']}={dash['labelValue']!r}", str(cm.get("labels")))
         c.ok(cm["namespace"] == (dash["namespace"] or "ci"), f"{tag} dashboards ConfigMap in namespace {dash['namespace'] or 'ci'}")
         c.ok(dash_cms[0]["data"] == static["dashboards"], f"{tag} dashboards ConfigMap holds every dashboards/*.json as it is")
+
+
+def secret_item(pod: dict, ctr: dict, path: str) -> tuple[str, str] | None:
+    """(Secret name, key) a file of the container is, or None when it is no
+    file of a mounted Secret (a secret volume, or a projected volume's secret
+    source)."""
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in ctr.get("volumeMounts", []):
+        root = m["mountPath"].rstrip("/") + "/"
+        if "subPath" in m or not path.startswith(root):
+            continue
+        rel, vol = path[len(root) :], vols.get(m["name"], {})
+        if "secret" in vol:
+            sources = [dict(vol["secret"], name=vol["secret"]["secretName"])]
+        else:
+            sources = [s["secret"] for s in vol.get("projected", {}).get("sources", []) if "secret" in s]
+        for s in sources:
+            if s.get("items") is None:
+                return s["name"], rel
+            for item in s["items"]:
+                if item["path"] == rel:
+                    return s["name"], item["key"]
+    return None
+
+
+def check_extra_keys(c: Checker, tag: str, by_kind: dict[str, list[dict]], dep: dict, env: dict, vals: dict) -> None:
+    """jwt.additionalPublicKeys as WSGATE_JWT_PUBLIC_KEY_FILES, each file
+    the Secret key the values name; jwt.fallbackSecrets as
+    WSGATE_JWT_FALLBACK_SECRETS from its Secret."""
+    full, pod = dep["metadata"]["name"], dep["spec"]["template"]["spec"]
+    (ctr,) = pod["containers"]
+    jwt = vals["jwt"]
+    extra = jwt.get("additionalPublicKeys") or []
+    files = env.get("WSGATE_JWT_PUBLIC_KEY_FILES")
+    if not extra:
+        c.ok(files is None, f"{tag} no WSGATE_JWT_PUBLIC_KEY_FILES without jwt.additionalPublicKeys")
+    elif c.ok(files is not None and "value" in files, f"{tag} WSGATE_JWT_PUBLIC_KEY_FILES lists jwt.additionalPublicKeys", str(files)):
+        items = [i.strip() for i in files["value"].split(",")]
+        c.ok(len(items) == len(extra), f"{tag} WSGATE_JWT_PUBLIC_KEY_FILES has one file per additional public key", files["value"])
+        ours = [d for d in by_kind.get("Secret", []) if d["metadata"]["name"] == full]
+        data = {k: base64.b64decode(v).decode() for k, v in (ours[0].get("data") or {}).items()} if ours else {}
+        for i, (entry, item) in enumerate(zip(extra, items)):
+            kid, path = item.split("=", 1) if "=" in item else (None, item)
+            want_kid = None if entry.get("kid") is None else str(entry["kid"])
+            c.ok(kid == want_kid, f"{tag} additional public key {i}: " + (f"kid {want_kid}" if want_kid else "no kid"), item)
+            if entry.get("existingSecret"):
+                want = (entry["existingSecret"], entry.get("existingSecretKey") or "jwt-public-key.pem")
+            else:
+                want = (full, f"jwt-additional-public-key-{i}.pem")
+            got = secret_item(pod, ctr, path)
+            c.ok(got == want, f"{tag} additional public key {i} ({path}) is key {want[1]} of Secret {want[0]}", str(got))
+            if not entry.get("existingSecret"):
+                c.ok(data.get(want[1]) == entry.get("publicKey"), f"{tag} the chart's Secret holds additional public key {i} as given")
+    fb = jwt["fallbackSecrets"]
+    want_ref = {"name": fb["existingSecret"], "key": fb.get("existingSecretKey") or "jwt-fallback-secrets"} if fb["existingSecret"] else None
+    ref = env.get("WSGATE_JWT_FALLBACK_SECRETS", {}).get("valueFrom", {}).get("secretKeyRef")
+    c.ok(ref == want_ref, f"{tag} WSGATE_JWT_FALLBACK_SECRETS " + ("from jwt.fallbackSecrets' Secret" if want_ref else "unset without jwt.fallbackSecrets"), str(ref))
 
 
 def check_network_render(c: Checker, tag: str, by_kind: dict[str, list[dict]], vals: dict, dep: dict) -> None:

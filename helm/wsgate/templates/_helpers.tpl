@@ -92,19 +92,37 @@ True ("true") when any credential is given inline, so the chart must create
 its Secret.
 */}}
 {{- define "wsgate.createSecret" -}}
-{{- if or .Values.jwt.secret .Values.jwt.publicKey .Values.apiKeys.keys .Values.redis.url -}}
+{{- $inlineKeys := false }}
+{{- range .Values.jwt.additionalPublicKeys }}
+{{- if .publicKey }}{{ $inlineKeys = true }}{{ end }}
+{{- end }}
+{{- if or .Values.jwt.secret .Values.jwt.publicKey .Values.apiKeys.keys .Values.redis.url $inlineKeys -}}
 true
 {{- end }}
 {{- end }}
 
 {{/*
-The JWT key source: a dict with name (Secret name) and key (key inside it).
-Validates that exactly one source is given for the chosen keyType.
+The JWT key source: a dict with name (Secret name) and key (key inside it),
+or an empty dict with keyType=jwks (the keys come from jwt.jwksUrl, which
+is no secret and goes into wsgate.toml). Validates that exactly one source
+is given for the chosen keyType.
 */}}
 {{- define "wsgate.jwtSource" -}}
 {{- $jwt := .Values.jwt }}
-{{- if not (has $jwt.keyType (list "secret" "publicKey")) }}
-{{- fail (printf "wsgate: jwt.keyType must be \"secret\" or \"publicKey\", not %q" (toString $jwt.keyType)) }}
+{{- if not (has $jwt.keyType (list "secret" "publicKey" "jwks")) }}
+{{- fail (printf "wsgate: jwt.keyType must be \"secret\", \"publicKey\" or \"jwks\", not %q" (toString $jwt.keyType)) }}
+{{- end }}
+{{- if eq $jwt.keyType "jwks" }}
+{{- if or $jwt.secret $jwt.publicKey $jwt.existingSecret $jwt.existingSecretKey }}
+{{- fail "wsgate: jwt.keyType is \"jwks\": the keys come from jwt.jwksUrl, so leave jwt.secret, jwt.publicKey, jwt.existingSecret and jwt.existingSecretKey empty (to keep an older key while moving to the identity provider: jwt.additionalPublicKeys, jwt.fallbackSecrets)" }}
+{{- end }}
+{{- if not $jwt.jwksUrl }}
+{{- fail "wsgate: no token key. jwt.keyType is \"jwks\" but jwt.jwksUrl is empty: set it to your identity provider's jwks_uri (e.g. https://auth.example.com/.well-known/jwks.json)" }}
+{{- end }}
+{{- dict | toJson }}
+{{- else }}
+{{- if $jwt.jwksUrl }}
+{{- fail (printf "wsgate: jwt.jwksUrl is set but jwt.keyType is %q: set jwt.keyType=jwks to verify tokens with the key set (and drop the %s key)" $jwt.keyType $jwt.keyType) }}
 {{- end }}
 {{- $inline := ternary $jwt.secret $jwt.publicKey (eq $jwt.keyType "secret") }}
 {{- $other := ternary $jwt.publicKey $jwt.secret (eq $jwt.keyType "secret") }}
@@ -116,7 +134,7 @@ Validates that exactly one source is given for the chosen keyType.
 {{- fail "wsgate: set either an inline JWT key (jwt.secret / jwt.publicKey) or jwt.existingSecret, not both" }}
 {{- end }}
 {{- if not (or $inline $jwt.existingSecret) }}
-{{- fail (printf "wsgate: no token key. wsgate has no built-in secret and refuses to start without one: set jwt.existingSecret (a Secret with key %q), or jwt.%s" (default $defaultKey $jwt.existingSecretKey) (ternary "secret (HS256, at least 32 characters)" "publicKey (PEM)" (eq $jwt.keyType "secret"))) }}
+{{- fail (printf "wsgate: no token key. wsgate has no built-in secret and refuses to start without one: set jwt.existingSecret (a Secret with key %q), or jwt.%s, or jwt.keyType=jwks with jwt.jwksUrl (your identity provider's key set)" (default $defaultKey $jwt.existingSecretKey) (ternary "secret (HS256, at least 32 characters)" "publicKey (PEM)" (eq $jwt.keyType "secret"))) }}
 {{- end }}
 {{- if and (eq $jwt.keyType "secret") $jwt.secret (lt (len $jwt.secret) 32) }}
 {{- fail "wsgate: jwt.secret is shorter than 32 characters; HS256 needs a key of at least 256 bits (e.g. openssl rand -base64 48)" }}
@@ -128,6 +146,117 @@ Validates that exactly one source is given for the chosen keyType.
 {{- dict "name" $jwt.existingSecret "key" (default $defaultKey $jwt.existingSecretKey) | toJson }}
 {{- else }}
 {{- dict "name" (include "wsgate.secretName" .) "key" $defaultKey | toJson }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fails when config.jwt.algorithms, not empty, leaves a configured key no
+algorithm of its type: wsgate would ignore that key without a word (a key
+verifies only the allowed algorithms of its family), or refuse to start
+when no key is left. And when it allows an algorithm of a family (HMAC, or
+public keys) no configured key belongs to: wsgate refuses to start (exit
+64) unless a JWKS may hold it. Within public keys (RSA, EC, Ed25519) the
+type of a key in a Secret is not known here: wsgate names the algorithm.
+*/}}
+{{- define "wsgate.checkAlgorithms" -}}
+{{- $algorithms := .Values.config.jwt.algorithms | default list }}
+{{- if $algorithms }}
+{{- $hmac := list }}
+{{- $public := list }}
+{{- range $algorithms }}
+{{- if hasPrefix "HS" (toString .) }}
+{{- $hmac = append $hmac . }}
+{{- else }}
+{{- $public = append $public . }}
+{{- end }}
+{{- end }}
+{{- $jwt := .Values.jwt }}
+{{- $needPublic := list }}
+{{- if eq $jwt.keyType "jwks" }}{{ $needPublic = append $needPublic "the key set of jwt.jwksUrl (no pod would turn ready)" }}{{ end }}
+{{- if eq $jwt.keyType "publicKey" }}{{ $needPublic = append $needPublic "the public key of jwt.*" }}{{ end }}
+{{- if $jwt.additionalPublicKeys }}{{ $needPublic = append $needPublic "jwt.additionalPublicKeys" }}{{ end }}
+{{- if and $needPublic (not $public) }}
+{{- fail (printf "wsgate: config.jwt.algorithms %v names only HMAC algorithms, which no public key verifies: wsgate would ignore %s. Add the keys' algorithm (e.g. RS256), or leave the list empty" $algorithms (join " and " $needPublic)) }}
+{{- end }}
+{{- $needHmac := list }}
+{{- if eq $jwt.keyType "secret" }}{{ $needHmac = append $needHmac "the HMAC secret of jwt.*" }}{{ end }}
+{{- if $jwt.fallbackSecrets.existingSecret }}{{ $needHmac = append $needHmac "jwt.fallbackSecrets" }}{{ end }}
+{{- if and $needHmac (not $hmac) }}
+{{- fail (printf "wsgate: config.jwt.algorithms %v names no HMAC algorithm (HS256, HS384, HS512): wsgate would ignore %s. Add HS256, or leave the list empty" $algorithms (join " and " $needHmac)) }}
+{{- end }}
+{{- if ne $jwt.keyType "jwks" }}
+{{- if and $hmac (not $needHmac) }}
+{{- fail (printf "wsgate: config.jwt.algorithms allows %v, but no HMAC secret is configured (jwt.keyType=secret, jwt.fallbackSecrets): wsgate refuses to start with an allowed algorithm no key verifies. Drop it from the list, or add the secret" $hmac) }}
+{{- end }}
+{{- if and $public (not $needPublic) }}
+{{- fail (printf "wsgate: config.jwt.algorithms allows %v, but no public key is configured (jwt.keyType=publicKey or jwks, jwt.additionalPublicKeys): wsgate refuses to start with an allowed algorithm no key verifies. Drop it from the list, or add the key" $public) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+jwt.additionalPublicKeys as {"keys": [{kid, name, key, path}]}: the Secret
+and key each comes from, and the file it is mounted as under
+/etc/wsgate/jwt-keys. Inline keys live in the chart's Secret as
+jwt-additional-public-key-<index>.pem.
+*/}}
+{{- define "wsgate.additionalPublicKeys" -}}
+{{- $keys := list }}
+{{- $kids := dict }}
+{{- range $i, $k := .Values.jwt.additionalPublicKeys }}
+{{- $where := printf "jwt.additionalPublicKeys[%d]" $i }}
+{{- if eq (not $k.publicKey) (not $k.existingSecret) }}
+{{- fail (printf "wsgate: %s needs either publicKey (an inline PEM) or existingSecret (a Secret holding it), not both and not neither" $where) }}
+{{- end }}
+{{- if and $k.existingSecretKey (not $k.existingSecret) }}
+{{- fail (printf "wsgate: %s.existingSecretKey names a key of existingSecret, which is not set" $where) }}
+{{- end }}
+{{- if and $k.publicKey (not (contains "-----BEGIN" $k.publicKey)) }}
+{{- fail (printf "wsgate: %s.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----...)" $where) }}
+{{- end }}
+{{- $kid := "" }}
+{{- if not (kindIs "invalid" $k.kid) }}
+{{- $kid = toString $k.kid }}
+{{- end }}
+{{- if $kid }}
+{{- if hasKey $kids $kid }}
+{{- fail (printf "wsgate: %s: kid %q is given twice; a kid names one key" $where $kid) }}
+{{- end }}
+{{- $_ := set $kids $kid true }}
+{{- end }}
+{{- $source := dict "name" (include "wsgate.secretName" $) "key" (printf "jwt-additional-public-key-%d.pem" $i) }}
+{{- if $k.existingSecret }}
+{{- $source = dict "name" $k.existingSecret "key" (default "jwt-public-key.pem" $k.existingSecretKey) }}
+{{- end }}
+{{- $keys = append $keys (merge $source (dict "kid" $kid "path" (printf "key-%d.pem" $i))) }}
+{{- end }}
+{{- dict "keys" $keys | toJson }}
+{{- end }}
+
+{{/*
+WSGATE_JWT_PUBLIC_KEY_FILES of the additional public keys ("kid=path" or
+"path", comma-separated), given the list of wsgate.additionalPublicKeys.
+*/}}
+{{- define "wsgate.publicKeyFiles" -}}
+{{- $items := list }}
+{{- range . }}
+{{- $path := printf "/etc/wsgate/jwt-keys/%s" .path }}
+{{- $items = append $items (ternary (printf "%s=%s" .kid $path) $path (ne .kid "")) }}
+{{- end }}
+{{- join "," $items }}
+{{- end }}
+
+{{/*
+The fallback HMAC secrets' source, or an empty dict.
+*/}}
+{{- define "wsgate.fallbackSecretsSource" -}}
+{{- $fb := .Values.jwt.fallbackSecrets }}
+{{- if $fb.existingSecret }}
+{{- dict "name" $fb.existingSecret "key" (default "jwt-fallback-secrets" $fb.existingSecretKey) | toJson }}
+{{- else }}
+{{- dict | toJson }}
 {{- end }}
 {{- end }}
 
