@@ -561,12 +561,29 @@ impl Config {
         }
         if let Some(url) = &self.jwt.jwks_url {
             let uri: Result<hyper::Uri, _> = url.parse();
-            let scheme_ok = uri
-                .as_ref()
-                .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            if !scheme_ok {
-                return Err(invalid("jwt.jwks_url", format!("'{url}' is not an http(s) URL")));
+            let loopback = |host: &str| {
+                host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            };
+            match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
+                Ok((Some("https"), Some(_))) => {}
+                // Whoever can change the key set can sign any token: plain
+                // HTTP only to this machine.
+                Ok((Some("http"), Some(host))) if loopback(host) => {}
+                Ok((Some("http"), Some(_))) => {
+                    return Err(invalid(
+                        "jwt.jwks_url",
+                        format!("'{url}' is plain http: the key set must come over https (http only on loopback)"),
+                    ));
+                }
+                _ => return Err(invalid("jwt.jwks_url", format!("'{url}' is not an https URL"))),
             }
+        }
+        if self.jwt.leeway_s > MAX_LEEWAY_S {
+            return Err(invalid("jwt.leeway_s", format!("must be at most {MAX_LEEWAY_S}")));
         }
         if !(60..=MAX_REVOCATION_TTL_S).contains(&self.jwt.revocation_ttl_s) {
             return Err(invalid(
@@ -692,6 +709,8 @@ impl Config {
 /// The longest timeout, heartbeat or drain window accepted, in seconds: an
 /// hour. Longer is a typo, and would overflow nothing but would hang a node.
 const MAX_TIMEOUT_S: u64 = 3600;
+/// The most clock skew tolerated on `exp` and `nbf`: five minutes.
+const MAX_LEEWAY_S: u64 = 300;
 /// The longest a revocation may be kept: a year.
 const MAX_REVOCATION_TTL_S: u64 = 365 * 24 * 3600;
 /// The highest rate or burst accepted (per second / frames).
@@ -719,7 +738,12 @@ fn secrets_from_files(env: &HashMap<String, String>) -> Result<HashMap<String, S
             return Err(invalid(&file_var, format!("set {name} or {file_var}, not both")));
         }
         let text = std::fs::read_to_string(path).map_err(|e| invalid(&file_var, format!("cannot read {path}: {e}")))?;
-        values.insert(name.to_string(), text.trim().to_string());
+        let value = text.trim();
+        // An empty file is a mount gone wrong, not a wish to unset the value.
+        if value.is_empty() {
+            return Err(invalid(&file_var, format!("{path} is empty")));
+        }
+        values.insert(name.to_string(), value.to_string());
     }
     Ok(values)
 }
@@ -1077,10 +1101,15 @@ mod tests {
         .unwrap();
         let kids: Vec<_> = config.jwt.keys.iter().map(|k| k.kid.as_deref()).collect();
         assert_eq!(kids, [Some("k1"), None, None]);
+        assert!(
+            load(&[("WSGATE_JWT_JWKS_URL", "http://127.0.0.1:9999/jwks.json")]).is_ok(),
+            "http on loopback"
+        );
         for (name, value, setting) in [
             ("WSGATE_JWT_FALLBACK_SECRETS", "short", "jwt.keys.secret"),
             ("WSGATE_JWT_JWKS_URL", "ftp://idp.example/keys", "jwt.jwks_url"),
             ("WSGATE_JWT_JWKS_URL", "not a url", "jwt.jwks_url"),
+            ("WSGATE_JWT_JWKS_URL", "http://idp.example/jwks.json", "plain http"),
         ] {
             let err = load(&[(name, value)]).unwrap_err();
             assert!(err.to_string().contains(setting), "{name}={value}: {err}");
@@ -1091,6 +1120,32 @@ mod tests {
         .unwrap()
         .validate();
         assert!(both.unwrap_err().to_string().contains("exactly one"));
+    }
+
+    #[test]
+    fn leeway_is_bounded_and_an_empty_secret_file_is_refused() {
+        let huge = Config::from_toml(&format!(
+            "[jwt]\nsecret = \"{LONG_ENOUGH}\"\nleeway_s = 18446744073709551615\n"
+        ))
+        .unwrap()
+        .validate();
+        assert!(huge.unwrap_err().to_string().contains("jwt.leeway_s"));
+        let empty = std::env::temp_dir().join(format!("wsgate-empty-{}", std::process::id()));
+        std::fs::write(&empty, "\n").unwrap();
+        let err = Config::load(
+            None,
+            &env(&[
+                ("WSGATE_JWT_SECRET", LONG_ENOUGH),
+                ("WSGATE_REDIS_URL_FILE", empty.to_str().unwrap()),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("WSGATE_REDIS_URL_FILE") && err.to_string().contains("empty"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&empty);
     }
 
     #[test]

@@ -276,6 +276,25 @@ impl Gateway {
     /// way in (upgrade, auth frame, SSE, `refresh`) authenticates here.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
         let identity = self.verifier.verify(token).await?;
+        self.not_revoked(identity)
+    }
+
+    /// As [`Gateway::authenticate`], without waiting: a `kid` the key set
+    /// lacks starts a refetch in the background and is refused this time.
+    /// For a session's `refresh`, which must not hold up its socket.
+    pub fn authenticate_now(&self, token: &str) -> Result<Identity, AuthError> {
+        match self.verifier.verify_cached(token) {
+            Err(AuthError::UnknownKey) => {
+                if let Some(jwks) = self.verifier.jwks().cloned() {
+                    tokio::spawn(async move { jwks.refresh_soon().await });
+                }
+                Err(AuthError::UnknownKey)
+            }
+            other => self.not_revoked(other?),
+        }
+    }
+
+    fn not_revoked(&self, identity: Identity) -> Result<Identity, AuthError> {
         if self
             .hub
             .revocations()

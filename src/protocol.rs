@@ -574,6 +574,15 @@ mod tests {
         assert!(error.message.contains("deeper than 32"), "{}", error.message);
         let in_strings = format!(r#"{{"a":"{}","b":"\\\"{{{{"}}"#, "[".repeat(100));
         assert!(ClientFrame::parse(&frame(&in_strings)).is_ok(), "{in_strings}");
+        // An escaped backslash ends its escape: the nesting after it counts.
+        let after_backslash = format!(r#"["\\",{}]"#, nested(MAX_DATA_DEPTH));
+        assert!(
+            ClientFrame::parse(&frame(&after_backslash)).is_err(),
+            "{after_backslash}"
+        );
+        // An escaped quote does not end the string: its brackets do not count.
+        let quoted = format!(r#"{{"s":"\"{}"}}"#, "[".repeat(40));
+        assert!(ClientFrame::parse(&frame(&quoted)).is_ok(), "{quoted}");
     }
 
     #[test]

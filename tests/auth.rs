@@ -233,6 +233,15 @@ async fn issuer_and_audience_are_checked_when_configured() {
         Client::connect(&node, &wrong_aud, Via::Header).await,
         Err(Refusal::Http(401, _))
     ));
+    // Leaving the claim out is no way around the check.
+    let no_iss = token_with_claims(json!({"sub":"1","exp":exp,"aud":"wsgate"}));
+    let no_aud = token_with_claims(json!({"sub":"1","exp":exp,"iss":"https://auth.example"}));
+    for (name, token) in [("no iss", no_iss), ("no aud", no_aud)] {
+        match Client::connect(&node, &token, Via::Header).await {
+            Err(Refusal::Http(401, body)) => assert!(body.contains("claim"), "{name}: {body}"),
+            other => panic!("{name}: expected 401, got {:?}", other.map(|c| c.welcome)),
+        }
+    }
 }
 
 #[tokio::test]
@@ -504,13 +513,125 @@ async fn jwks_keys_are_fetched_rotated_on_an_unknown_kid_rate_limited_and_kept_w
     node.wait_metric("wsgate_auth_failures_total{reason=\"unknown_key\"}", |v| v == 30.0)
         .await;
 
-    // The IdP goes down: the cached set still verifies, and /ready stays 200.
+    // The IdP goes down and the node fetches meanwhile (an unknown kid once
+    // the rate limit allows, within 10 s): the fetch fails, the cached set
+    // still verifies, and /ready stays 200.
     idp.down.store(true, Ordering::SeqCst);
+    let before = idp.requests();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while idp.requests() == before {
+        assert!(std::time::Instant::now() < deadline, "no fetch while the IdP was down");
+        let _ = Client::connect(&node, &signed("rsa_private.pem", Some("probe"), "p"), Via::Header).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    node.wait_metric("wsgate_jwks_refreshes_total{result=\"error\"}", |v| v >= 2.0)
+        .await;
     assert_accepted(
         &node,
         &signed("ec_private.pem", Some("k2"), "d"),
         "k2 with the IdP down",
     )
     .await;
+    assert_accepted(
+        &node,
+        &signed("rsa_private.pem", Some("k1"), "d"),
+        "k1 with the IdP down",
+    )
+    .await;
     assert_eq!(node.status("/ready").await, 200);
+}
+
+#[tokio::test]
+async fn a_key_set_cannot_smuggle_in_a_shared_secret_or_a_malformed_key() {
+    use jsonwebtoken::Algorithm::RS256;
+    let k1 = jwk("rsa_private.pem", RS256, "k1");
+    let shared = "a-secret-published-in-a-key-set-0123456789";
+    let oct = json!({"kty": "oct", "kid": "oct", "k": base64url(shared.as_bytes())});
+    let short_okp = json!({"kty": "OKP", "crv": "Ed25519", "kid": "short", "x": base64url(b"abc")});
+    let x25519 = json!({"kty": "OKP", "crv": "X25519", "kid": "x25519", "x": base64url(&[7u8; 32])});
+    let idp = Idp::start(json!({"keys": [k1, oct, short_okp, x25519]})).await;
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_JWKS_URL", &idp.url)
+            .env("WSGATE_JWT_ALGORITHMS", "HS256,RS256,EdDSA"),
+    )
+    .await;
+    assert_accepted(
+        &node,
+        &signed("rsa_private.pem", Some("k1"), "a"),
+        "the RSA key of the set",
+    )
+    .await;
+    // HS256 under the set's `oct` kid: refused, though HS256 is allowed.
+    assert_refused(
+        &node,
+        &hs256(shared, Some("oct"), "forged"),
+        "HS256 with the published secret",
+    )
+    .await;
+    assert_refused(
+        &node,
+        &hs256(shared, None, "forged"),
+        "HS256 with the published secret, no kid",
+    )
+    .await;
+    // EdDSA tokens for the malformed keys are refused, and the node lives.
+    let ed = std::fs::read(fixture("ed_private.pem")).unwrap();
+    for kid in ["short", "x25519"] {
+        let token = wsgate::auth::Signer::from_private_pem(&ed, Default::default())
+            .unwrap()
+            .sign(&wsgate::auth::TokenRequest {
+                sub: "e".into(),
+                ttl_s: 60,
+                kid: Some(kid.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_refused(&node, &token, kid).await;
+    }
+    assert_accepted(
+        &node,
+        &signed("rsa_private.pem", Some("k1"), "b"),
+        "the node still serves",
+    )
+    .await;
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn keys_on_different_curves_are_each_tried_during_a_rotation() {
+    let dir = temp_dir("curves");
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let p384_public = dir.join("p384.pem");
+    std::fs::write(&p384_public, p384.public_key_pem()).unwrap();
+    let node = Node::start(
+        NodeOptions::memory()
+            .env("WSGATE_JWT_SECRET", "")
+            .env("WSGATE_JWT_PUBLIC_KEY_FILE", fixture("ec_public.pem"))
+            .env("WSGATE_JWT_PUBLIC_KEY_FILES", p384_public.display())
+            .env("WSGATE_JWT_ALGORITHMS", "ES256,ES384"),
+    )
+    .await;
+    assert_accepted(&node, &signed("ec_private.pem", None, "old"), "ES256, the P-256 key").await;
+    let es384 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384),
+        &json!({"sub": "new", "exp": now() + 60}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(p384.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_accepted(&node, &es384, "ES384 without a kid, the P-384 key").await;
 }

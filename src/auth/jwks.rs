@@ -28,6 +28,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Retry interval while no set has ever loaded.
 const RETRY_UNLOADED: Duration = Duration::from_secs(5);
+/// The most keys taken from a set: a token without a `kid` is tried
+/// against each key of its type, and a handshake must stay cheap.
+const MAX_KEYS: usize = 64;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
@@ -45,6 +48,9 @@ pub struct Jwks {
     /// When the last fetch prompted by an unknown `kid` began; held across
     /// every fetch, so that concurrent callers wait for the one running.
     last_prompted: tokio::sync::Mutex<Option<Instant>>,
+    /// Fetches finished, successful or not: a caller that waited for the
+    /// lock while one ran uses its result instead of fetching again.
+    fetches: std::sync::atomic::AtomicU64,
     refresh_every: Duration,
 }
 
@@ -64,6 +70,7 @@ impl Jwks {
             keys: RwLock::new(Arc::new(Vec::new())),
             loaded: AtomicBool::new(false),
             last_prompted: tokio::sync::Mutex::new(None),
+            fetches: std::sync::atomic::AtomicU64::new(0),
             refresh_every,
         })
     }
@@ -84,13 +91,18 @@ impl Jwks {
     /// A token named an unknown `kid`: fetch now, unless such a fetch began
     /// less than [`MIN_REFETCH`] ago. A caller arriving while a fetch runs
     /// waits for it.
+    /// Bounded by [`FETCH_TIMEOUT`] in all, waiting included.
     pub async fn refresh_soon(&self) {
-        let mut last = self.last_prompted.lock().await;
-        if last.is_some_and(|at| at.elapsed() < MIN_REFETCH) {
-            return;
-        }
-        *last = Some(Instant::now());
-        self.fetch_and_swap().await;
+        let _ = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let seen = self.fetches.load(Ordering::Acquire);
+            let mut last = self.last_prompted.lock().await;
+            if self.fetches.load(Ordering::Acquire) != seen || last.is_some_and(|at| at.elapsed() < MIN_REFETCH) {
+                return;
+            }
+            *last = Some(Instant::now());
+            self.fetch_and_swap().await;
+        })
+        .await;
     }
 
     /// Fetch now (at start and on the timer).
@@ -115,7 +127,9 @@ impl Jwks {
     }
 
     async fn fetch_and_swap(&self) {
-        match tokio::time::timeout(FETCH_TIMEOUT, self.fetch()).await {
+        let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch()).await;
+        self.fetches.fetch_add(1, Ordering::Release);
+        match result {
             Ok(Ok(keys)) => {
                 tracing::info!(keys = keys.len(), url = %self.url, "JWKS loaded");
                 match self.keys.write() {
@@ -153,12 +167,16 @@ impl Jwks {
         // Each key on its own: one key of a type this library does not know
         // must not cost the set.
         let set: RawSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
-        let keys: Vec<VerifyingKey> = set
+        let mut keys: Vec<VerifyingKey> = set
             .keys
             .into_iter()
             .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
             .filter_map(|jwk| self.policy.key_of_jwk(&jwk))
             .collect();
+        if keys.len() > MAX_KEYS {
+            tracing::warn!(keys = keys.len(), kept = MAX_KEYS, url = %self.url, "JWKS holds too many keys: keeping the first");
+            keys.truncate(MAX_KEYS);
+        }
         if keys.is_empty() {
             return Err("the set holds no signing key of an allowed algorithm".into());
         }

@@ -5,8 +5,8 @@
 //! key of its algorithm's family: `alg: none` and algorithm confusion (an
 //! HS256 token "signed" with an RSA public key) are refused by construction.
 
-use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Validation};
 
 use crate::config::JwtConfig;
 
@@ -55,6 +55,10 @@ impl KeyPolicy {
         family: AlgorithmFamily,
         own: &[Algorithm],
     ) -> Result<Option<VerifyingKey>, String> {
+        // The key material decides what it can verify: an EC key one curve's
+        // algorithm, an Ed25519 key exactly 32 bytes. A key that does not fit
+        // is refused here, before a token could reach the verifier with it.
+        let fits = key_fits(&key, family)?;
         let algorithms: Vec<Algorithm> = if !own.is_empty() {
             if let Some(foreign) = own.iter().find(|a| a.family() != family) {
                 return Err(format!("algorithm {foreign:?} does not fit a key of this type"));
@@ -65,11 +69,18 @@ impl KeyPolicy {
             {
                 return Err(format!("algorithm {refused:?} is not in jwt.algorithms"));
             }
+            if let Some(refused) = own.iter().find(|a| fits.is_some_and(|only| only != **a)) {
+                return Err(format!("algorithm {refused:?} does not fit this key's curve"));
+            }
             own.to_vec()
         } else if self.allowed.is_empty() {
-            vec![default_algorithm(family)]
+            vec![fits.unwrap_or(default_algorithm(family))]
         } else {
-            self.allowed.iter().copied().filter(|a| a.family() == family).collect()
+            self.allowed
+                .iter()
+                .copied()
+                .filter(|a| a.family() == family && fits.is_none_or(|only| only == *a))
+                .collect()
         };
         let Some(first) = algorithms.first().copied() else {
             return Ok(None);
@@ -79,17 +90,22 @@ impl KeyPolicy {
         validation.leeway = self.leeway_s;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not only compared:
+        // a token that leaves the claim out is refused.
+        let mut required = vec!["exp"];
         if self.issuer.is_empty() {
             validation.iss = None;
         } else {
             validation.set_issuer(&self.issuer);
+            required.push("iss");
         }
         if self.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&self.audience);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Some(VerifyingKey { kid, key, validation }))
     }
 
@@ -100,11 +116,16 @@ impl KeyPolicy {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
             return None;
         }
+        // A key set is public: a shared secret in it would let anyone sign.
+        // An OKP key must be Ed25519 (X25519 is for key agreement).
+        match &jwk.algorithm {
+            AlgorithmParameters::OctetKey(_) => return None,
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve != EllipticCurve::Ed25519 => return None,
+            _ => {}
+        }
         let key = DecodingKey::from_jwk(jwk).ok()?;
         let family = key.family();
-        // A shared secret in a key set is refused unless HMAC is allowed by
-        // name: a JWKS is for public keys.
-        if family == AlgorithmFamily::Hmac && !self.allowed.iter().any(|a| a.family() == family) {
+        if family == AlgorithmFamily::Hmac {
             return None;
         }
         let own: Vec<Algorithm> = match &jwk.common.key_algorithm {
@@ -143,6 +164,26 @@ pub fn configured_keys(jwt: &JwtConfig, policy: &KeyPolicy) -> Result<Vec<Verify
         add("jwt.keys", extra.kid.clone(), key, &own)?;
     }
     Ok(keys)
+}
+
+/// The one algorithm an EC key's curve allows (P-256: ES256, P-384: ES384),
+/// or None for a family without curves. Refuses an EC point of another
+/// size and an Ed25519 key that is not 32 bytes: the verifier would panic
+/// on it.
+fn key_fits(key: &DecodingKey, family: AlgorithmFamily) -> Result<Option<Algorithm>, String> {
+    let bytes = match key.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => bytes.len(),
+        DecodingKeyKind::RsaModulusExponent { .. } => return Ok(None),
+    };
+    match family {
+        AlgorithmFamily::Ec => match bytes {
+            65 => Ok(Some(Algorithm::ES256)),
+            97 => Ok(Some(Algorithm::ES384)),
+            _ => Err("an EC key must be on P-256 or P-384".into()),
+        },
+        AlgorithmFamily::Ed if bytes != 32 => Err("an Ed25519 key must be 32 bytes".into()),
+        _ => Ok(None),
+    }
 }
 
 fn hmac_key(secret: &str) -> Result<(DecodingKey, AlgorithmFamily), String> {

@@ -249,8 +249,19 @@ impl Verifier {
         for key in usable {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
                 Ok(data) => return self.identity(&data.claims),
-                // Not this key: try the next.
-                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                // Not this key (its signature or its type): try the next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::InvalidSignature
+                            | ErrorKind::InvalidEcdsaKey
+                            | ErrorKind::InvalidEddsaKey
+                            | ErrorKind::InvalidRsaKey(_)
+                            | ErrorKind::InvalidKeyFormat
+                    ) =>
+                {
+                    continue;
+                }
                 // The signature held; the claims did not.
                 Err(e) => return Err(e.into()),
             }

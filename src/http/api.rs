@@ -166,13 +166,14 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
                 format!("request body not received within {} s", BODY_READ_TIMEOUT.as_secs()),
             ));
         }
-        Ok(Err(_)) => {
+        Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "bad_request",
-                format!("request body is larger than {MAX_BODY_BYTES} bytes or unreadable"),
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             ));
         }
+        Ok(Err(error)) => return Err(ApiError::bad_request(format!("cannot read the request body: {error}"))),
     };
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
 }

@@ -148,11 +148,14 @@ async fn await_auth_frame(gw: &Gateway, ws: &mut WsStream) -> Result<(Identity, 
                     Ok(ClientFrame {
                         command: Command::Auth { token, since },
                         ..
-                    }) => gw
-                        .authenticate(&token)
-                        .await
-                        .map(|id| (id, since))
-                        .map_err(Refused::Auth),
+                    }) => {
+                        // Verifying (a key-set refetch, at worst) counts
+                        // against the auth timeout too.
+                        match tokio::time::timeout_at(deadline.deadline(), gw.authenticate(&token)).await {
+                            Ok(verified) => verified.map(|id| (id, since)).map_err(Refused::Auth),
+                            Err(_) => Err(Refused::Auth(AuthError::Timeout)),
+                        }
+                    }
                     Ok(frame) => Err(Refused::Invalid(format!(
                         "the first frame must be auth, not {}",
                         frame.command.kind()
