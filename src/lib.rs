@@ -18,6 +18,7 @@
 //! | [`http`] | routes: the upgrade, `/health` `/ready` `/metrics`, `/api/v1`, `/v1/client.js`, the dev demo |
 //! | [`gateway`] | the node's shared state and its join/leave/publish |
 //! | [`auth`] | JWT → [`auth::Identity`] and its own rooms; keys, JWKS, token signing |
+//! | [`idempotency`] | `Idempotency-Key` on API publishes: what each key reached |
 //! | [`revocation`] | tokens revoked by the server API, refused on every node |
 //! | [`permissions`] | roles → grants, the room rules |
 //! | [`room`] | validated room names |
@@ -41,6 +42,7 @@ pub mod fingerprint;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod permissions;

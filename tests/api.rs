@@ -403,3 +403,95 @@ async fn disconnect_without_revoke_lets_the_same_token_back_in() {
         .await
         .expect("no revocation: the token still works");
 }
+
+/// A publish to several rooms that fails after the first, retried with the
+/// same `Idempotency-Key` on another node, reaches each room exactly once.
+#[tokio::test]
+async fn a_retried_publish_with_an_idempotency_key_reaches_each_room_once() {
+    let redis = Redis::start().await;
+    let options = || NodeOptions::redis(&redis).env("WSGATE_HISTORY_NAMESPACES", "orders");
+    let n1 = Node::start(options()).await;
+    let n2 = Node::start(options()).await;
+    let mut member = Client::user(&n2, "m", None, &["admin"]).await;
+    let ack = member.request(json!({"type": "subscribe", "room": "orders:1"})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let publish = |node: &Node, rooms: Value, key: &str| {
+        node.api(Method::POST, "/api/v1/publish")
+            .header("idempotency-key", key)
+            .json(&json!({"rooms": rooms, "event": "paid", "data": {"order": 1}}))
+            .send()
+    };
+    // orders:2's position is a string key: its publish fails after orders:1's.
+    redis.cmd(&["SET", "{gw:orders:2}:m", "sabotage"]).await;
+    let (status, first) = body(
+        publish(&n1, json!(["orders:1", "orders:2"]), "order-1-paid")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 503, "{first}");
+    assert_eq!(member.recv_type("event").await["offset"], 1, "orders:1 got it");
+    redis.cmd(&["DEL", "{gw:orders:2}:m"]).await;
+
+    // The retry, through the other node: only orders:2 is published.
+    let (status, retry) = body(
+        publish(&n2, json!(["orders:1", "orders:2"]), "order-1-paid")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{retry}");
+    assert_eq!(retry["data"]["positions"]["orders:1"]["offset"], 1, "{retry}");
+    assert_eq!(retry["data"]["positions"]["orders:2"]["offset"], 1, "{retry}");
+    // A third try changes nothing either.
+    let (status, again) = body(
+        publish(&n1, json!(["orders:1", "orders:2"]), "order-1-paid")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &again["data"]["positions"]),
+        (202, &retry["data"]["positions"])
+    );
+    // Counted: the next event on orders:1 is offset 2, so none came twice.
+    n1.publish("orders:1", "marker", json!(null)).await;
+    let next = member.recv_type("event").await;
+    assert_eq!(
+        (next["event"].as_str(), next["offset"].as_u64()),
+        (Some("marker"), Some(2)),
+        "{next}"
+    );
+    let history = redis.cmd(&["XLEN", "{gw:orders:2}:h"]).await;
+    assert_eq!(history.trim(), ":1", "orders:2 holds the event once");
+
+    let (status, bad) = body(publish(&n1, json!(["orders:1"]), "has space").await.unwrap()).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("Idempotency-Key"),
+        "{bad}"
+    );
+}
+
+#[tokio::test]
+async fn the_memory_broker_remembers_idempotency_keys_too() {
+    let node = Node::start(NodeOptions::memory()).await;
+    let mut member = Client::user(&node, "42", None, &[]).await;
+    for _ in 0..3 {
+        let response = node
+            .api(Method::POST, "/api/v1/publish")
+            .header("idempotency-key", "once")
+            .json(&json!({"rooms": ["user:42"], "event": "once"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    node.publish("user:42", "marker", json!(null)).await;
+    assert_eq!(member.recv_type("event").await["event"], "once");
+    assert_eq!(
+        member.recv_type("event").await["event"],
+        "marker",
+        "the retries published nothing"
+    );
+}

@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use super::history::{self, HistoryPage, Position};
 use super::{Broker, BrokerError, EventSink};
 use crate::config::HistoryConfig;
+use crate::idempotency::{MemoryKeys, Reached};
 use crate::revocation::Revocation;
 use crate::room::RoomName;
 
@@ -35,6 +36,7 @@ pub struct MemoryBroker {
     logs: Arc<DashMap<RoomName, Arc<Mutex<RoomLog>>>>,
     size: usize,
     ttl: Duration,
+    idempotency: MemoryKeys,
 }
 
 /// One durable room's history.
@@ -87,6 +89,7 @@ impl MemoryBroker {
             sink,
             subscribed: RwLock::new(HashSet::new()),
             logs,
+            idempotency: MemoryKeys::default(),
             size: history.size.max(1),
             ttl,
         }
@@ -218,6 +221,20 @@ impl Broker for MemoryBroker {
 
     fn revocations(&self, _now: u64) -> BoxFuture<'_, Result<Vec<(String, Revocation)>, BrokerError>> {
         futures_util::future::ready(Ok(Vec::new())).boxed()
+    }
+
+    fn idempotent_reached<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Reached, BrokerError>> {
+        futures_util::future::ready(Ok(self.idempotency.reached(key))).boxed()
+    }
+
+    fn idempotent_record<'a>(
+        &'a self,
+        key: &'a str,
+        room: &'a str,
+        position: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.idempotency.record(key, room, position);
+        futures_util::future::ready(Ok(())).boxed()
     }
 
     fn is_up(&self) -> bool {

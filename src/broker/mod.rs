@@ -32,6 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+use crate::idempotency::Reached;
 use crate::revocation::Revocation;
 use crate::room::RoomName;
 pub use history::{HistoryPage, Position};
@@ -89,6 +90,16 @@ pub trait Broker: Send + Sync + 'static {
     /// Keep `user`'s revocation where nodes that start or reconnect later
     /// find it (the memory broker has no other node: nothing to keep).
     fn store_revocation<'a>(&'a self, user: &'a str, revocation: Revocation) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// The rooms a publish with this `Idempotency-Key` reached, and the
+    /// positions it got there.
+    fn idempotent_reached<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Reached, BrokerError>>;
+    /// Record that the publish with this key reached `room`.
+    fn idempotent_record<'a>(
+        &'a self,
+        key: &'a str,
+        room: &'a str,
+        position: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Every stored revocation still in force at `now`.
     fn revocations(&self, now: u64) -> BoxFuture<'_, Result<Vec<(String, Revocation)>, BrokerError>>;
     /// True while connected with every requested subscription live.
@@ -111,6 +122,11 @@ pub fn room_channel(prefix: &str, room: &str) -> String {
 /// [`Revocation`]. `$` keeps it apart from every room's keys.
 pub fn revocations_key(prefix: &str) -> String {
     format!("{prefix}$revocations")
+}
+
+/// The hash of what one `Idempotency-Key` reached: field = room.
+pub fn idempotency_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}$idem:{key}")
 }
 
 /// The control channel. `$` cannot occur in a room name, so it never

@@ -19,7 +19,9 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{Body, error, json};
+use crate::broker::Position;
 use crate::gateway::{Gateway, PublishError};
+use crate::idempotency;
 use crate::metrics::Metrics;
 use crate::protocol::{BackendEvent, MAX_EVENT_ID_LEN, encode_event, validate_data, validate_event_name};
 use crate::room::RoomName;
@@ -129,7 +131,10 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> ApiResult {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     match (method, path.as_str()) {
-        (Method::POST, "/api/v1/publish") => publish(gw, read_json(req).await?).await,
+        (Method::POST, "/api/v1/publish") => {
+            let key = idempotency_key_of(&req)?;
+            publish(gw, read_json(req).await?, key).await
+        }
         (Method::POST, "/api/v1/disconnect") => disconnect(gw, read_json(req).await?).await,
         (Method::GET, "/api/v1/rooms") => rooms(gw, &query),
         (Method::GET, "/api/v1/connections") => connections(gw, &query),
@@ -189,7 +194,19 @@ struct PublishRequest {
     id: Option<String>,
 }
 
-async fn publish(gw: &Gateway, body: PublishRequest) -> ApiResult {
+/// The request's `Idempotency-Key`, checked.
+fn idempotency_key_of(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+    idempotency::validate_key(key).map_err(ApiError::bad_request)?;
+    Ok(Some(key.to_string()))
+}
+
+async fn publish(gw: &Gateway, body: PublishRequest, idempotency_key: Option<String>) -> ApiResult {
     if body.rooms.is_empty() || body.rooms.len() > MAX_PUBLISH_ROOMS {
         return Err(ApiError::bad_request(format!(
             "'rooms' must hold 1-{MAX_PUBLISH_ROOMS} room names"
@@ -216,16 +233,42 @@ async fn publish(gw: &Gateway, body: PublishRequest) -> ApiResult {
         from: None,
         skip: None,
     };
+    // A retry of a keyed publish skips the rooms its first attempt reached.
+    let reached = match &idempotency_key {
+        Some(key) => gw.broker().idempotent_reached(key).await.map_err(|e| {
+            tracing::warn!(error = %e, "API publish: cannot read its Idempotency-Key");
+            ApiError::unavailable()
+        })?,
+        None => Default::default(),
+    };
     let mut positions = serde_json::Map::new();
+    let mut note = |room: &RoomName, position: &Option<Position>| {
+        if let Some(position) = position {
+            positions.insert(
+                room.to_string(),
+                json!({"offset": position.offset, "epoch": &*position.epoch}),
+            );
+        }
+    };
     for room in &rooms {
+        if let Some(first) = reached.get(room.as_str()) {
+            note(room, first);
+            continue;
+        }
         match gw.publish(room, &event, "api").await {
-            Ok(Some(position)) => {
-                positions.insert(
-                    room.to_string(),
-                    json!({"offset": position.offset, "epoch": &*position.epoch}),
-                );
+            Ok(position) => {
+                if let Some(key) = &idempotency_key
+                    && let Err(e) = gw
+                        .broker()
+                        .idempotent_record(key, room.as_str(), position.as_ref())
+                        .await
+                {
+                    // Published, but a retry would not know it: say so in
+                    // the log, and answer for what happened.
+                    tracing::warn!(%room, error = %e, "API publish: cannot record its Idempotency-Key");
+                }
+                note(room, &position);
             }
-            Ok(None) => {}
             // Checked before anything is sent: no room got it.
             Err(e @ PublishError::TooLarge { .. }) => {
                 return Err(ApiError::new(

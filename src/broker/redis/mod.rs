@@ -22,8 +22,9 @@ use tokio::sync::broadcast::error::RecvError;
 pub mod functions;
 
 use super::history::{HistoryPage, Position};
-use super::{Broker, BrokerError, EventSink, control_channel, revocations_key, room_channel};
+use super::{Broker, BrokerError, EventSink, control_channel, idempotency_key, revocations_key, room_channel};
 use crate::config::{HistoryConfig, RedisConfig};
+use crate::idempotency::{self, Reached};
 use crate::metrics::Metrics;
 use crate::revocation::Revocation;
 use crate::room::RoomName;
@@ -393,6 +394,45 @@ impl Broker for RedisBroker {
                     .await;
             }
             Ok(in_force)
+        }
+        .boxed()
+    }
+
+    fn idempotent_reached<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Reached, BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.can_publish() {
+                return Err(BrokerError::Unavailable);
+            }
+            let stored: HashMap<String, String> = shared
+                .with_timeout(shared.publisher.hgetall(idempotency_key(&shared.prefix, key)))
+                .await?;
+            Ok(stored
+                .into_iter()
+                .filter_map(|(room, value)| Some((room, idempotency::decode(&value)?)))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn idempotent_record<'a>(
+        &'a self,
+        key: &'a str,
+        room: &'a str,
+        position: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            let hash = idempotency_key(&shared.prefix, key);
+            let value = idempotency::encode(position);
+            shared
+                .with_timeout(shared.publisher.hset::<i64, _, _>(&hash, (room, value)))
+                .await?;
+            let ttl = i64::try_from(idempotency::TTL_S).unwrap_or(i64::MAX);
+            shared
+                .with_timeout(shared.publisher.expire::<i64, _>(&hash, ttl, None))
+                .await
+                .map(drop)
         }
         .boxed()
     }
