@@ -73,6 +73,9 @@ pub struct Config {
     /// When set, `/metrics` and `/api/v1/` are served only on this address
     /// (plain HTTP, for the cluster's own network), not on `listen`.
     pub internal_listen: Option<String>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` header names
+    /// the client: for per-IP limits and logs behind a load balancer.
+    pub trusted_proxies: Vec<String>,
     /// Tracing filter, e.g. `info` or `wsgate=debug,info`.
     pub log: String,
     pub log_format: LogFormat,
@@ -97,6 +100,7 @@ impl Default for Config {
         Self {
             listen: "0.0.0.0:8080".into(),
             internal_listen: None,
+            trusted_proxies: Vec::new(),
             log: "info".into(),
             log_format: LogFormat::Text,
             node_id: None,
@@ -582,6 +586,9 @@ impl Config {
                 _ => return Err(invalid("jwt.jwks_url", format!("'{url}' is not an https URL"))),
             }
         }
+        for proxy in &self.trusted_proxies {
+            crate::http::client_addr::Cidr::parse(proxy).map_err(|e| invalid("trusted_proxies", e))?;
+        }
         if self.jwt.leeway_s > MAX_LEEWAY_S {
             return Err(invalid("jwt.leeway_s", format!("must be at most {MAX_LEEWAY_S}")));
         }
@@ -773,6 +780,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_INTERNAL_LISTEN", |c, v| {
         c.internal_listen = Some(v.into());
+        Ok(())
+    }),
+    ("WSGATE_TRUSTED_PROXIES", |c, v| {
+        c.trusted_proxies = list(v);
         Ok(())
     }),
     ("WSGATE_REDIS_URL", |c, v| {

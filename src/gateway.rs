@@ -44,6 +44,8 @@ pub struct Gateway {
     pub prometheus: Option<PrometheusHandle>,
     pub handshake_limiter: Option<IpRateLimiter>,
     pub ws_config: WebSocketConfig,
+    /// Peers whose forwarded-for headers name the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<crate::http::client_addr::Cidr>,
     /// Most sockets this node accepts (see `limits.max_connections`).
     pub capacity: usize,
     /// Upgraded sockets alive, authenticated or not: what holds descriptors.
@@ -150,7 +152,13 @@ impl Gateway {
             n => n,
         };
         crate::metrics::set_max_connections(capacity);
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|c| crate::http::client_addr::Cidr::parse(c))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Self {
+            trusted_proxies,
             capacity,
             open_sockets: AtomicUsize::new(0),
             pending_auth: AtomicUsize::new(0),

@@ -566,3 +566,68 @@ async fn a_burst_of_twice_the_send_queue_reaches_a_prompt_reader() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_per_ip_limits_key_on_the_forwarded_client_and_nobody_else_can_spoof_it() {
+    let limited = |trusted: Option<&str>| {
+        let mut options = NodeOptions::memory()
+            .env("WSGATE_HANDSHAKES_PER_IP", 0.01)
+            .env("WSGATE_HANDSHAKE_BURST_PER_IP", 2);
+        if let Some(trusted) = trusted {
+            options = options.env("WSGATE_TRUSTED_PROXIES", trusted);
+        }
+        options
+    };
+    let token = token("42", None, &[], 60);
+    let auth = format!("Bearer {token}");
+    let from = |node: &Node, client: &str| {
+        let (url, auth, client) = (node.ws_url(), auth.clone(), client.to_string());
+        async move {
+            open(
+                &url,
+                &[
+                    ("authorization", &auth),
+                    ("x-forwarded-for", &format!("{client}, 127.0.0.1")),
+                ],
+            )
+            .await
+        }
+    };
+
+    // The tests' 127.0.0.1 is the trusted proxy: each forwarded client has its own bucket.
+    let node = Node::start(limited(Some("127.0.0.1/32"))).await;
+    assert!(from(&node, "203.0.113.5").await.is_ok());
+    assert!(from(&node, "203.0.113.5").await.is_ok());
+    assert!(
+        matches!(from(&node, "203.0.113.5").await, Err(Refusal::Http(429, _))),
+        "the third from one client"
+    );
+    let _kept = from(&node, "203.0.113.6")
+        .await
+        .expect("another client behind the same proxy");
+    wait_for("the API to list the forwarded address", || async {
+        let listed: serde_json::Value = node
+            .api(reqwest::Method::GET, "/api/v1/connections?user=42")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["remote_addr"].as_str().is_some_and(|a| a.starts_with("203.0.113.6")))
+    })
+    .await;
+
+    // Not trusted: the header is ignored, and every socket is 127.0.0.1's.
+    let node = Node::start(limited(None)).await;
+    assert!(from(&node, "203.0.113.5").await.is_ok());
+    assert!(from(&node, "203.0.113.6").await.is_ok());
+    assert!(
+        matches!(from(&node, "203.0.113.7").await, Err(Refusal::Http(429, _))),
+        "a spoofed header buys nothing"
+    );
+}

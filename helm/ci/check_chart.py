@@ -208,7 +208,7 @@ MUST_FAIL = [
     (
         "per-IP handshake limit behind the chart's Ingress",
         ["--set", "jwt.existingSecret=k", "--set", "replicaCount=1", "--set", "ingress.enabled=true", "--set", "config.limits.handshakes_per_ip=20"],
-        "handshakes_per_ip keys on the TCP peer address",
+        "Set config.trusted_proxies",
     ),
     (
         "internalPort equal to containerPort",

@@ -2,6 +2,7 @@
 //! the headers every response carries.
 //!
 //! - [`admission`]: the checks every WebSocket and SSE connection passes first.
+//! - [`client_addr`]: the client's address, behind trusted proxies too.
 //! - [`upgrade`]: `GET /v1/ws`, every check that happens before the upgrade.
 //! - [`ops`]: `/health`, `/ready`, `/metrics`.
 //! - [`api`]: the versioned server API under `/api/v1/`.
@@ -11,6 +12,7 @@
 pub mod admission;
 pub mod api;
 pub mod assets;
+pub mod client_addr;
 pub mod dev;
 pub mod ops;
 pub mod upgrade;
@@ -65,6 +67,7 @@ pub async fn route(gw: Arc<Gateway>, req: Request<Incoming>, remote: SocketAddr,
         };
         return with_common_headers(error(StatusCode::NOT_FOUND, "not_found", message));
     }
+    let remote = client_addr::resolve(remote, req.headers(), &gw.trusted_proxies);
     let response = match (req.method(), path) {
         (&Method::GET, "/v1/ws") => upgrade::handle(gw, req, remote).await,
         (&Method::GET, "/v1/sse") => crate::sse::handle(gw, req, remote).await,
