@@ -57,7 +57,13 @@ fn hub_with_room(members: usize, shards: usize, room: &RoomName, durable: bool) 
     };
     let tails = Arc::new(Tails::new(history));
     tails.open(room);
-    let hub = Hub::new("bench".into(), shards, usize::MAX, usize::MAX, 0, "memory", tails);
+    let limits = wsgate::hub::HubLimits {
+        queue_limit: usize::MAX,
+        max_event_bytes: usize::MAX,
+        max_per_user: 0,
+        max_queued_bytes: 0,
+    };
+    let hub = Hub::new("bench".into(), shards, limits, "memory", tails);
     let conns: Vec<Arc<Connection>> = (0..members)
         .map(|i| {
             let conn = hub

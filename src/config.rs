@@ -298,6 +298,9 @@ pub struct LimitsConfig {
     /// upgrades without a token get 503. Unauthenticated sockets hold
     /// descriptors too, and must not crowd out the authenticated.
     pub max_pending_auth: usize,
+    /// Bytes queued for all sockets of the node together; over it, the
+    /// largest queues are closed first (4009). 0 is unlimited.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -313,6 +316,7 @@ impl Default for LimitsConfig {
             handshake_burst_per_ip: 50.0,
             max_event_bytes: 60 * 1024,
             max_pending_auth: 4096,
+            max_queued_bytes: 1 << 30,
         }
     }
 }
@@ -637,6 +641,12 @@ impl Config {
                 return Err(invalid(name, format!("must be a number from 0 to {MAX_RATE}")));
             }
         }
+        if self.limits.max_queued_bytes != 0 && self.limits.max_queued_bytes < self.ws.send_queue_bytes {
+            return Err(invalid(
+                "limits.max_queued_bytes",
+                "must be 0 (unlimited) or at least ws.send_queue_bytes",
+            ));
+        }
         if self.limits.max_pending_auth == 0 {
             return Err(invalid("limits.max_pending_auth", "must be at least 1"));
         }
@@ -880,6 +890,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_MAX_EVENT_BYTES", |c, v| {
         c.limits.max_event_bytes = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_MAX_QUEUED_BYTES", |c, v| {
+        c.limits.max_queued_bytes = number(v)?;
         Ok(())
     }),
     ("WSGATE_MAX_PENDING_AUTH", |c, v| {

@@ -14,7 +14,7 @@ use crate::broker::{self, Broker, BrokerError, Position};
 use crate::config::{Config, Secret};
 use crate::hub::durable::Tails;
 use crate::hub::subscriptions::Subscriptions;
-use crate::hub::{Admission, Connection, Control, Hub, Settled};
+use crate::hub::{Admission, Connection, Control, Hub, HubLimits, Settled};
 use crate::limits::IpRateLimiter;
 use crate::metrics::Metrics;
 use crate::permissions::Permissions;
@@ -123,15 +123,14 @@ impl Gateway {
         };
         let broker_kind = if config.redis.url.is_some() { "redis" } else { "memory" };
         let tails = Arc::new(Tails::new(config.history.clone()));
-        let hub = Hub::new(
-            node_id,
-            shards,
-            config.ws.send_queue_bytes,
-            config.limits.max_event_bytes,
-            config.limits.max_connections_per_user,
-            broker_kind,
-            tails.clone(),
-        );
+        let limits = HubLimits {
+            queue_limit: config.ws.send_queue_bytes,
+            max_event_bytes: config.limits.max_event_bytes,
+            max_per_user: config.limits.max_connections_per_user,
+            max_queued_bytes: config.limits.max_queued_bytes,
+        };
+        let hub = Hub::new(node_id, shards, limits, broker_kind, tails.clone());
+        hub.spawn_shedder();
         let broker = broker::from_config(&config, hub.clone())
             .await
             .map_err(|e| e.to_string())?;

@@ -42,6 +42,7 @@ pub const RECOVERY_READS: &str = "wsgate_recovery_reads_total";
 pub const BUILD_INFO: &str = "wsgate_build_info";
 pub const MAX_CONNECTIONS: &str = "wsgate_max_connections";
 pub const JWKS_REFRESHES: &str = "wsgate_jwks_refreshes_total";
+pub const QUEUED_BYTES: &str = "wsgate_queued_bytes";
 
 /// The values each labelled metric can carry (docs/PROTOCOL.md §9). The
 /// recording functions below take only these; a debug build asserts it.
@@ -108,7 +109,7 @@ pub mod labels {
         "limit_exceeded",
         "internal",
     ];
-    pub const DROP_REASONS: &[&str] = &["slow_consumer", "broker_lag", "too_large"];
+    pub const DROP_REASONS: &[&str] = &["slow_consumer", "broker_lag", "too_large", "queue_limit"];
     pub const PUBLISH_SOURCES: &[&str] = &["api", "client"];
     pub const BROKER_SOURCES: &[&str] = &["redis", "memory"];
     pub const API_ENDPOINTS: &[&str] = &["publish", "rooms", "connections", "disconnect", "history", "other"];
@@ -250,6 +251,10 @@ fn describe() {
     describe_counter!(
         RECOVERY_READS,
         "Resumes answered from the node's own window (node) or by a history read (broker)."
+    );
+    describe_gauge!(
+        QUEUED_BYTES,
+        "Bytes queued for this node's sockets, against limits.max_queued_bytes."
     );
     describe_counter!(JWKS_REFRESHES, "Fetches of jwt.jwks_url, by result (ok, error).");
     describe_gauge!(BUILD_INFO, "Always 1; the `version` label is the running build.");

@@ -328,3 +328,91 @@ async fn delivery_is_counted_and_timed() {
     node.wait_metric("wsgate_events_received_total{source=\"memory\"}", |v| v == 1.0)
         .await;
 }
+
+/// A bounded flood to several stalled clients: the node's queued bytes stay
+/// under `limits.max_queued_bytes` by closing the largest queues (4009),
+/// and a client that reads gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_node_queue_bound_the_largest_queues_are_closed_and_a_reader_gets_everything() {
+    const LIMIT: usize = 512 * 1024;
+    let redis = Redis::start().await;
+    let node = Node::start(
+        NodeOptions::redis(&redis)
+            .env("WSGATE_SEND_QUEUE_BYTES", 256 * 1024)
+            .env("WSGATE_MAX_QUEUED_BYTES", LIMIT),
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(node.addr).await.unwrap();
+        let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{}?token={}",
+            node.ws_url(),
+            token(&format!("stalled-{i}"), Some("acme"), &[], 600)
+        ))
+        .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        assert!(matches!(next_frame(&mut ws).await, Frame::Json(w) if w["type"] == "welcome"));
+        stalled.push(ws);
+    }
+    let mut reader = Client::user(&node, "reader", Some("acme"), &[]).await;
+    let counted = tokio::spawn(async move {
+        let mut seen = 0u64;
+        loop {
+            let frame = reader.recv().await;
+            if frame["event"] == "end" {
+                return seen;
+            }
+            assert_eq!(frame["data"]["i"], seen, "in order, none lost");
+            seen += 1;
+        }
+    });
+    let filler = "x".repeat(4000);
+    let mut published = 0u64;
+    while published < 20_000 {
+        for _ in 0..100 {
+            let payload = json!({"event": "load", "data": {"i": published, "fill": filler}}).to_string();
+            redis.publish("gw:org:acme", &payload).await;
+            published += 1;
+        }
+        if node
+            .metric("wsgate_messages_dropped_total{reason=\"queue_limit\"}")
+            .await
+            > 0.0
+        {
+            break;
+        }
+    }
+    assert!(
+        node.metric("wsgate_messages_dropped_total{reason=\"queue_limit\"}")
+            .await
+            > 0.0,
+        "the node bound shed a queue"
+    );
+    redis.publish("gw:org:acme", r#"{"event":"end"}"#).await;
+    assert_eq!(counted.await.unwrap(), published, "the reader received every event");
+    assert!(node.metric("wsgate_queued_bytes").await <= LIMIT as f64);
+    // A shed client finds the 4009 after what it was sent.
+    // Each stalled client, reading again, finds either the 4009 after what it
+    // was sent, or (not shed) every event up to the end.
+    let mut closed = 0;
+    for ws in &mut stalled {
+        loop {
+            match next_frame(ws).await {
+                Frame::Close(code, _) => {
+                    assert_eq!(code, 4009);
+                    closed += 1;
+                    break;
+                }
+                Frame::Json(event) if event["event"] == "end" => break,
+                Frame::Json(_) => {}
+                Frame::Gone => panic!("a stalled client lost its connection without a close"),
+            }
+        }
+    }
+    assert!(closed >= 1, "at least one stalled client was closed with 4009");
+}

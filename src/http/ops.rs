@@ -36,6 +36,7 @@ pub fn ready(gw: &Gateway) -> Response<Body> {
 /// Prometheus text exposition.
 pub fn metrics(gw: &Gateway) -> Response<Body> {
     gw.hub.metrics().messages_delivered.publish();
+    metrics::gauge!(crate::metrics::QUEUED_BYTES).set(gw.hub.queued_bytes() as f64);
     let text = gw.prometheus.as_ref().map(crate::metrics::render).unwrap_or_default();
     with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
 }

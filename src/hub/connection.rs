@@ -22,6 +22,7 @@ use std::time::Instant;
 use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::node_queue::{NodeQueue, SHED_CHECK_BYTES};
 use crate::close::CloseReason;
 use crate::room::RoomName;
 
@@ -94,6 +95,8 @@ pub struct Connection {
     /// and contended only between one pusher and the session.
     outbox: Mutex<Outbox>,
     queue_limit: usize,
+    /// The node's count of queued bytes, which this queue adds to.
+    node_queue: Arc<NodeQueue>,
     /// The session's waker, set while it waits for frames or a close.
     waker: AtomicWaker,
     // Read by the API and the close path.
@@ -109,10 +112,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(id: ConnId, user_id: Arc<str>, remote: SocketAddr, transport: Transport, queue_limit: usize) -> Self {
+    pub fn new(
+        id: ConnId,
+        user_id: Arc<str>,
+        remote: SocketAddr,
+        transport: Transport,
+        queue_limit: usize,
+        node_queue: Arc<NodeQueue>,
+    ) -> Self {
         Self {
             outbox: Mutex::new(Outbox::default()),
             queue_limit,
+            node_queue,
             waker: AtomicWaker::new(),
             id,
             user_id,
@@ -143,11 +154,16 @@ impl Connection {
         let pushed = if overflow {
             outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
             let dropped = std::mem::take(&mut outbox.frames).len() as u64 + 1;
+            self.node_queue.sub(outbox.bytes);
             outbox.bytes = 0;
             Pushed::Overflowed(dropped)
         } else {
+            self.node_queue.add(after - outbox.bytes);
             outbox.bytes = after;
             outbox.frames.push_back(Queued { frame, received_at });
+            if after >= SHED_CHECK_BYTES && self.node_queue.over() {
+                self.node_queue.request_shed();
+            }
             Pushed::Queued
         };
         drop(outbox);
@@ -172,6 +188,26 @@ impl Connection {
         self.waker.wake();
     }
 
+    /// Close as a slow consumer now and free the queue (the node is over
+    /// `limits.max_queued_bytes`): returns the frames dropped.
+    pub fn shed(&self) -> u64 {
+        let mut outbox = self.outbox();
+        if outbox.closing.is_none() {
+            outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
+        }
+        let dropped = std::mem::take(&mut outbox.frames).len() as u64;
+        self.node_queue.sub(outbox.bytes);
+        outbox.bytes = 0;
+        drop(outbox);
+        self.waker.wake();
+        dropped
+    }
+
+    /// Bytes queued now (counted against the caps).
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox().bytes
+    }
+
     /// Ask the session to close. The first reason wins.
     pub fn close(&self, reason: CloseReason) {
         let mut outbox = self.outbox();
@@ -186,12 +222,12 @@ impl Connection {
     /// queue swap places, so neither the frames nor the buffers are copied.
     /// Returns the close reason instead if the connection must close.
     pub fn drain(&self, batch: &mut Batch) -> Result<(), CloseReason> {
-        Self::take(&mut self.outbox(), batch).unwrap_or(Ok(()))
+        self.take(&mut self.outbox(), batch).unwrap_or(Ok(()))
     }
 
     /// The close reason, or the queued frames swapped into `batch`, or None
     /// when there is nothing to take.
-    fn take(outbox: &mut Outbox, batch: &mut Batch) -> Option<Result<(), CloseReason>> {
+    fn take(&self, outbox: &mut Outbox, batch: &mut Batch) -> Option<Result<(), CloseReason>> {
         debug_assert!(batch.is_empty());
         if let Some(reason) = &outbox.closing {
             return Some(Err(reason.as_ref().clone()));
@@ -202,6 +238,8 @@ impl Connection {
             return None;
         }
         std::mem::swap(&mut outbox.frames, batch);
+        // Taken for writing: no longer queued.
+        self.node_queue.sub(outbox.bytes);
         outbox.bytes = 0;
         outbox.writing_since = Some(Instant::now());
         Some(Ok(()))
@@ -218,7 +256,7 @@ impl Connection {
     pub async fn next_batch(&self, batch: &mut Batch) -> Result<(), CloseReason> {
         poll_fn(|cx| {
             let mut outbox = self.outbox();
-            if let Some(taken) = Self::take(&mut outbox, batch) {
+            if let Some(taken) = self.take(&mut outbox, batch) {
                 return Poll::Ready(taken);
             }
             self.waker.register(cx.waker());
@@ -272,6 +310,14 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Frames still queued when the connection goes leave the node's count.
+        let bytes = self.outbox.get_mut().map_or_else(|p| p.into_inner().bytes, |o| o.bytes);
+        self.node_queue.sub(bytes);
+    }
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -289,6 +335,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             Transport::WebSocket,
             limit,
+            Arc::new(NodeQueue::new(0)),
         )
     }
 

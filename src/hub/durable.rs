@@ -600,6 +600,7 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             crate::hub::Transport::WebSocket,
             1 << 20,
+            Arc::new(crate::hub::node_queue::NodeQueue::new(0)),
         ))
     }
 

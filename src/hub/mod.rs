@@ -20,6 +20,7 @@
 
 pub mod connection;
 pub mod durable;
+pub mod node_queue;
 pub mod subscriptions;
 
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use crate::revocation::{Revocation, Revocations};
 use crate::room::RoomName;
 pub use connection::{Batch, ConnId, Connection, Pushed, Queued, Transport};
 use durable::{Effects, Hold, LiveEvent, Resolved, Tails};
+use node_queue::NodeQueue;
 
 /// Repair reads in flight at once after a reconnect, so that a node with
 /// many durable rooms does not flood Redis.
@@ -66,6 +68,19 @@ pub enum Control {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         revoke: Option<Revocation>,
     },
+}
+
+/// The hub's bounds, from `ws.send_queue_bytes` and `[limits]`.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    /// One connection's send queue (`ws.send_queue_bytes`).
+    pub queue_limit: usize,
+    /// Plain events larger than this are dropped.
+    pub max_event_bytes: usize,
+    /// Connections of one user on this node; 0 is unlimited.
+    pub max_per_user: usize,
+    /// Bytes queued for all sockets together; 0 is unlimited.
+    pub max_queued_bytes: usize,
 }
 
 /// Why a connection could not be registered.
@@ -112,6 +127,8 @@ pub struct Hub {
     /// The broker, for repair reads. Weak: the broker holds the hub as its sink.
     broker: OnceLock<Weak<dyn Broker>>,
     repairs: tokio::sync::Semaphore,
+    /// Bytes queued for every socket of the node, and its bound.
+    node_queue: Arc<NodeQueue>,
     /// Tokens revoked by the server API, refused on this node.
     revocations: Revocations,
     me: Weak<Hub>,
@@ -121,14 +138,19 @@ impl Hub {
     pub fn new(
         node_id: String,
         shards: usize,
-        queue_limit: usize,
-        max_event_bytes: usize,
-        max_per_user: usize,
+        limits: HubLimits,
         broker_kind: &'static str,
         tails: Arc<Tails>,
     ) -> Arc<Self> {
         let shards = shards.max(1);
+        let HubLimits {
+            queue_limit,
+            max_event_bytes,
+            max_per_user,
+            max_queued_bytes,
+        } = limits;
         Arc::new_cyclic(|me| Self {
+            node_queue: Arc::new(NodeQueue::new(max_queued_bytes)),
             tails,
             broker: OnceLock::new(),
             repairs: tokio::sync::Semaphore::new(CONCURRENT_REPAIRS),
@@ -150,6 +172,54 @@ impl Hub {
     /// Give the hub the broker it reads repairs from.
     pub fn attach_broker(&self, broker: &Arc<dyn Broker>) {
         let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    /// Bytes queued for this node's sockets now.
+    pub fn queued_bytes(&self) -> usize {
+        self.node_queue.total()
+    }
+
+    /// Keep the node under `limits.max_queued_bytes` for as long as it runs:
+    /// when a push finds it over, close the largest queues first (4009)
+    /// until it is back under 90 % of the bound.
+    pub fn spawn_shedder(self: &Arc<Self>) {
+        if self.node_queue.limit() == 0 {
+            return;
+        }
+        let hub = Arc::downgrade(self);
+        let queue = self.node_queue.clone();
+        tokio::spawn(async move {
+            loop {
+                queue.shed_requested().await;
+                let Some(hub) = hub.upgrade() else { return };
+                hub.shed_largest();
+                // A flood keeps requesting: one round per 10 ms is enough.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        });
+    }
+
+    fn shed_largest(&self) {
+        let target = self.node_queue.limit() / 10 * 9;
+        let mut queues: Vec<(usize, Arc<Connection>)> =
+            self.connections().into_iter().map(|c| (c.queued_bytes(), c)).collect();
+        queues.sort_unstable_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        let mut shed = 0;
+        for (bytes, conn) in queues {
+            if bytes == 0 || self.node_queue.total() <= target {
+                break;
+            }
+            Metrics::messages_dropped("queue_limit", conn.shed());
+            shed += 1;
+        }
+        if shed > 0 {
+            tracing::warn!(
+                closed = shed,
+                queued_bytes = self.node_queue.total(),
+                limit = self.node_queue.limit(),
+                "over limits.max_queued_bytes: closed the largest queues (4009)"
+            );
+        }
     }
 
     pub fn revocations(&self) -> &Revocations {
@@ -211,6 +281,7 @@ impl Hub {
             remote,
             transport,
             self.queue_limit,
+            self.node_queue.clone(),
         ));
         let mut entry = self.users.entry(user_id).or_default();
         if self.max_per_user > 0 && entry.len() >= self.max_per_user {
@@ -617,7 +688,13 @@ mod tests {
 
     fn hub() -> Arc<Hub> {
         let tails = Arc::new(Tails::new(crate::config::HistoryConfig::default()));
-        Hub::new("n1".into(), 4, 1 << 20, 60 * 1024, 2, "memory", tails)
+        let limits = HubLimits {
+            queue_limit: 1 << 20,
+            max_event_bytes: 60 * 1024,
+            max_per_user: 2,
+            max_queued_bytes: 0,
+        };
+        Hub::new("n1".into(), 4, limits, "memory", tails)
     }
 
     fn join(hub: &Hub, room: &RoomName, conn: &Arc<Connection>) {
