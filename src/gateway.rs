@@ -259,7 +259,17 @@ impl Gateway {
         event: &BackendEvent<'_>,
         source: &'static str,
     ) -> Result<Option<Position>, PublishError> {
-        let payload = Bytes::from(event.to_payload());
+        self.publish_payload(room, Bytes::from(event.to_payload()), source)
+            .await
+    }
+
+    /// [`Gateway::publish`] of an encoded event payload.
+    pub async fn publish_payload(
+        &self,
+        room: &RoomName,
+        payload: Bytes,
+        source: &'static str,
+    ) -> Result<Option<Position>, PublishError> {
         let max = self.config.limits.max_event_bytes;
         if payload.len() > max {
             return Err(PublishError::TooLarge {

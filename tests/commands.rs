@@ -342,3 +342,47 @@ async fn a_client_close_is_answered_with_a_close_frame() {
     node.wait_metric("wsgate_connections_closed_total{reason=\"client\"}", |v| v == 1.0)
         .await;
 }
+
+/// A publish waits for the broker off the session's loop: while Redis does
+/// not answer, the same socket's pings are answered, and its publishes still
+/// reach the room in the order sent.
+#[tokio::test]
+async fn a_publish_waiting_for_the_broker_holds_up_nothing_else_on_its_socket() {
+    let redis = Redis::start().await;
+    let node = Node::start(NodeOptions::redis(&redis)).await;
+    let mut publisher = Client::user(&node, "p", None, &["admin"]).await;
+    let mut member = Client::user(&node, "m", None, &["admin"]).await;
+    assert_eq!(
+        member.request(json!({"type": "subscribe", "room": "chat:9"})).await["type"],
+        "ack"
+    );
+
+    redis.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]).await;
+    publisher
+        .send(json!({"type": "publish", "room": "chat:9", "event": "paused", "ref": "pub"}))
+        .await;
+    publisher.send(json!({"type": "ping", "ref": "ping"})).await;
+    let first = publisher.recv().await;
+    assert_eq!(
+        (first["type"].as_str(), first["ref"].as_str()),
+        (Some("pong"), Some("ping")),
+        "the pong came first: {first}"
+    );
+    let second = publisher.recv().await;
+    assert_eq!(
+        (second["type"].as_str(), second["ref"].as_str()),
+        (Some("ack"), Some("pub")),
+        "{second}"
+    );
+    assert_eq!(member.recv_type("event").await["event"], "paused");
+
+    for i in 0..50 {
+        publisher
+            .send(json!({"type": "publish", "room": "chat:9", "event": "seq", "data": i}))
+            .await;
+    }
+    for i in 0..50 {
+        let event = member.recv_type("event").await;
+        assert_eq!(event["data"], i, "in the order published");
+    }
+}

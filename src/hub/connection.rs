@@ -86,6 +86,22 @@ struct Outbox {
     /// Since when the session has been writing the batch it last took;
     /// None while it waits for frames.
     writing_since: Option<Instant>,
+    /// The part of `bytes` added to the node's count: it is brought up to
+    /// date only in steps of [`NODE_STEP`], so a push to a short queue (the
+    /// common case) touches no atomic.
+    counted: usize,
+}
+
+/// The node's count lags each queue by less than this.
+const NODE_STEP: usize = 4096;
+
+impl Outbox {
+    /// Empty the byte count (taken, dropped or shed): returns what the node
+    /// count held of it.
+    fn uncount(&mut self) -> usize {
+        self.bytes = 0;
+        std::mem::take(&mut self.counted)
+    }
 }
 
 #[repr(C, align(64))]
@@ -154,15 +170,17 @@ impl Connection {
         let pushed = if overflow {
             outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
             let dropped = std::mem::take(&mut outbox.frames).len() as u64 + 1;
-            self.node_queue.sub(outbox.bytes);
-            outbox.bytes = 0;
+            self.node_queue.sub(outbox.uncount());
             Pushed::Overflowed(dropped)
         } else {
-            self.node_queue.add(after - outbox.bytes);
             outbox.bytes = after;
             outbox.frames.push_back(Queued { frame, received_at });
-            if after >= SHED_CHECK_BYTES && self.node_queue.over() {
-                self.node_queue.request_shed();
+            if after - outbox.counted >= NODE_STEP {
+                self.node_queue.add(after - outbox.counted);
+                outbox.counted = after;
+                if after >= SHED_CHECK_BYTES && self.node_queue.over() {
+                    self.node_queue.request_shed();
+                }
             }
             Pushed::Queued
         };
@@ -196,8 +214,7 @@ impl Connection {
             outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
         }
         let dropped = std::mem::take(&mut outbox.frames).len() as u64;
-        self.node_queue.sub(outbox.bytes);
-        outbox.bytes = 0;
+        self.node_queue.sub(outbox.uncount());
         drop(outbox);
         self.waker.wake();
         dropped
@@ -239,8 +256,7 @@ impl Connection {
         }
         std::mem::swap(&mut outbox.frames, batch);
         // Taken for writing: no longer queued.
-        self.node_queue.sub(outbox.bytes);
-        outbox.bytes = 0;
+        self.node_queue.sub(outbox.uncount());
         outbox.writing_since = Some(Instant::now());
         Some(Ok(()))
     }
@@ -313,8 +329,11 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         // Frames still queued when the connection goes leave the node's count.
-        let bytes = self.outbox.get_mut().map_or_else(|p| p.into_inner().bytes, |o| o.bytes);
-        self.node_queue.sub(bytes);
+        let counted = self
+            .outbox
+            .get_mut()
+            .map_or_else(|p| p.into_inner().counted, |o| o.counted);
+        self.node_queue.sub(counted);
     }
 }
 

@@ -4,8 +4,10 @@
 //! without bound. Over it, the largest queues are closed first (4009): they
 //! hold the most memory and are the furthest behind.
 //!
-//! Pushes add to a per-thread slot and drains subtract, so the count costs
-//! fan-out no shared cache line; the sum is read only when a queue is
+//! A queue adds to the count in steps of 4 KiB (a push to a short queue, the
+//! common case, touches no atomic), into a per-thread slot, and a drain
+//! subtracts what it added: the count costs fan-out no shared cache line and
+//! lags each queue by less than 4 KiB. The sum is read only when a queue is
 //! already large ([`SHED_CHECK_BYTES`]) and by the shedder.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};

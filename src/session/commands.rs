@@ -2,6 +2,7 @@
 //! ping. Each answers with `ack`/`pong` or an `error` carrying the request's
 //! `ref`; a refused command never ends the connection.
 
+use super::publisher::MAX_IN_FLIGHT;
 use super::{CloseReason, Session, instant_of_unix};
 use crate::broker::Position;
 use crate::gateway::{JoinError, PublishError};
@@ -124,22 +125,24 @@ impl Session {
                 &format!("not allowed to publish to {room}"),
             );
         }
-        match self.gw.publish(&room, &event, "client").await {
-            Ok(None) => self.reply(encode_ack(reference, None)),
-            Ok(Some(position)) => self.reply(encode_ack_with_position(
+        let payload = bytes::Bytes::from(event.to_payload());
+        let max = self.gw.config.limits.max_event_bytes;
+        if payload.len() > max {
+            let error = PublishError::TooLarge {
+                size: payload.len(),
+                max,
+            };
+            return self.reply_error(reference, ErrorCode::LimitExceeded, &error.to_string());
+        }
+        // The broker's answer comes back through the queue: the loop goes on.
+        if !self.publisher.submit(&self.gw, &self.conn, reference, room, payload) {
+            self.reply_error(
                 reference,
-                &crate::protocol::Joined {
-                    position,
-                    recovered: None,
-                },
-            )),
-            Err(error @ PublishError::TooLarge { .. }) => {
-                self.reply_error(reference, ErrorCode::LimitExceeded, &error.to_string());
-            }
-            Err(PublishError::Broker(error)) => {
-                tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "publish failed");
-                self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
-            }
+                ErrorCode::RateLimited,
+                &format!(
+                    "too many publishes waiting for the broker (at most {MAX_IN_FLIGHT}, and ws.send_queue_bytes): slow down"
+                ),
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`open`]: the auth frame, registration, the token's rooms (resumed from
 //!   the client's positions) and the welcome;
 //! - [`commands`]: what each client command does;
+//! - [`publisher`]: client publishes, off the loop, in order;
 //! - [`writer`]: writing frames and batches to the socket;
 //! - [`close`]: the close path of a registered connection,
 //!   [`Session::finish`]: stop the queue, deregister, send the close frame,
@@ -15,6 +16,7 @@
 mod close;
 mod commands;
 mod open;
+mod publisher;
 mod writer;
 
 use std::sync::Arc;
@@ -52,6 +54,8 @@ struct Session {
     strikes: Strikes,
     last_seen: Instant,
     next_ping: Instant,
+    /// Client publishes, handed to their own task.
+    publisher: publisher::Publisher,
 }
 
 impl Session {

@@ -107,6 +107,7 @@ async fn open(
         strikes: Strikes::new(gw.config.limits.client_max_violations, STRIKE_WINDOW, now),
         last_seen: now,
         next_ping: now + gw.heartbeat(),
+        publisher: Default::default(),
         gw,
         conn,
         conn_id,
