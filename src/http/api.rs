@@ -138,6 +138,7 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> ApiResult {
         (Method::POST, "/api/v1/disconnect") => disconnect(gw, read_json(req).await?).await,
         (Method::GET, "/api/v1/rooms") => rooms(gw, &query),
         (Method::GET, "/api/v1/connections") => connections(gw, &query),
+        (method, "/api/v1/openapi.json") => openapi(&method),
         (Method::GET, p) if history_room(p).is_some() => history(gw, history_room(p).unwrap_or(""), &query).await,
         (_, p) if history_room(p).is_some() => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -476,6 +477,19 @@ fn connections(gw: &Gateway, query: &str) -> ApiResult {
         .collect();
     items.sort_by(|a, b| a.conn_id.cmp(&b.conn_id));
     Ok(paginate(gw, items, page))
+}
+
+/// `GET /api/v1/openapi.json`: the API's OpenAPI document, docs/openapi.json.
+fn openapi(method: &Method) -> ApiResult {
+    const DOCUMENT: &str = include_str!("../../docs/openapi.json");
+    if *method != Method::GET {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        ));
+    }
+    Ok(super::with_type(StatusCode::OK, "application/json", DOCUMENT))
 }
 
 #[cfg(test)]
