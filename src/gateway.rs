@@ -242,6 +242,22 @@ impl Gateway {
         }
     }
 
+    /// Take a closing connection out of the node: out of the user index and
+    /// every room here, then its rooms released on the broker. With `join`
+    /// and `leave`, the one way membership changes.
+    pub async fn remove(&self, conn: &Connection) {
+        self.release_rooms(self.hub.unregister(conn)).await;
+    }
+
+    /// The broker side of [`Gateway::remove`], for a session that must send
+    /// its close frame between the two halves (unregistered first, so
+    /// nothing more is queued for it).
+    pub async fn release_rooms(&self, rooms: Vec<RoomName>) {
+        for room in &rooms {
+            self.subscriptions.release(room).await;
+        }
+    }
+
     /// Leave one room; false if `conn` was not in it.
     pub async fn leave(&self, conn: &Connection, room: &RoomName) -> bool {
         let was_member = self.hub.leave(room, conn);

@@ -18,6 +18,7 @@ impl Session {
     pub(super) async fn finish(self: Box<Self>, reason: CloseReason) {
         let mut this = *self;
         this.conn.close(reason.clone());
+        // Out of every room first: nothing more is queued for it.
         let rooms = this.gw.hub.unregister(&this.conn);
         Metrics::connection_closed(reason.label(), this.conn.transport);
         match &reason {
@@ -26,9 +27,7 @@ impl Session {
         }
         send_close(&mut this.ws, &reason).await;
         drop(this.ws);
-        for room in &rooms {
-            this.gw.subscriptions.release(room).await;
-        }
+        this.gw.release_rooms(rooms).await;
     }
 }
 

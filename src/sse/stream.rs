@@ -171,12 +171,9 @@ fn write_event(out: &mut Vec<u8>, name: &str, positions: &Positions, data: &[u8]
 /// rooms released on the broker.
 pub async fn finish(gw: &Gateway, conn: &Connection, reason: CloseReason) {
     conn.close(reason.clone());
-    let rooms = gw.hub.unregister(conn);
     Metrics::connection_closed(reason.label(), Transport::Sse);
     tracing::debug!(user_id = %conn.user_id, reason = reason.label(), "SSE stream closed");
-    for room in &rooms {
-        gw.subscriptions.release(room).await;
-    }
+    gw.remove(conn).await;
 }
 
 #[cfg(test)]
