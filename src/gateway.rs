@@ -328,11 +328,11 @@ impl Gateway {
     }
 
     fn not_revoked(&self, identity: Identity) -> Result<Identity, AuthError> {
-        if self
-            .hub
-            .revocations()
-            .refuses(&identity.user_id, identity.issued_at, crate::revocation::unix_now())
-        {
+        if self.hub.revocations().refuses(
+            &identity.user_id,
+            identity.issued_at,
+            crate::hub::connection::unix_now(),
+        ) {
             return Err(AuthError::Revoked);
         }
         Ok(identity)
@@ -344,7 +344,7 @@ impl Gateway {
     /// closes, so none can come back with its old token.
     pub async fn disconnect_user(&self, user: &str, reason: &str, revoke: bool) -> Result<(), BrokerError> {
         let revoke = if revoke {
-            let now = crate::revocation::unix_now();
+            let now = crate::hub::connection::unix_now();
             let revocation = Revocation {
                 // `iat` counts whole seconds: a token of this very second may
                 // predate the call, so it is refused too.

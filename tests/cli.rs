@@ -172,17 +172,6 @@ fn spawn_tail(
     (tail, lines)
 }
 
-async fn next_line(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-) -> serde_json::Value {
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    serde_json::from_str(&line).unwrap()
-}
-
 #[tokio::test]
 async fn tail_prints_offsets_and_resumes_with_since() {
     let node = Node::start(NodeOptions::memory().env("WSGATE_HISTORY_NAMESPACES", "orders")).await;

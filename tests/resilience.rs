@@ -59,21 +59,7 @@ async fn redis_loss_keeps_clients_and_recovers_every_room() {
 async fn slow_consumer_is_closed_with_4009_and_the_reader_gets_everything() {
     let redis = Redis::start().await;
     let node = Node::start(NodeOptions::redis(&redis).env("WSGATE_SEND_QUEUE_BYTES", 65536)).await;
-    // The slow client stops reading right after its welcome; a small receive
-    // buffer makes the kernel hold less for it.
-    let slow_socket = tokio::net::TcpSocket::new_v4().unwrap();
-    slow_socket.set_recv_buffer_size(4096).unwrap();
-    let stream = slow_socket.connect(node.addr).await.unwrap();
-    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "{}?token={}",
-        node.ws_url(),
-        token("1", Some("acme"), &[], 600)
-    ))
-    .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    assert!(matches!(next_frame(&mut slow).await, Frame::Json(w) if w["type"] == "welcome"));
+    let mut slow = stalled_client(&node, "1", Some("acme")).await;
 
     let mut reader = Client::user(&node, "2", Some("acme"), &[]).await;
     let counted = tokio::spawn(async move {
@@ -344,20 +330,7 @@ async fn over_the_node_queue_bound_the_largest_queues_are_closed_and_a_reader_ge
     .await;
     let mut stalled = Vec::new();
     for i in 0..4 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let stream = socket.connect(node.addr).await.unwrap();
-        let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-            "{}?token={}",
-            node.ws_url(),
-            token(&format!("stalled-{i}"), Some("acme"), &[], 600)
-        ))
-        .unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-        assert!(matches!(next_frame(&mut ws).await, Frame::Json(w) if w["type"] == "welcome"));
-        stalled.push(ws);
+        stalled.push(stalled_client(&node, &format!("stalled-{i}"), Some("acme")).await);
     }
     let mut reader = Client::user(&node, "reader", Some("acme"), &[]).await;
     let counted = tokio::spawn(async move {

@@ -14,25 +14,37 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn tls_listener_serves_https_and_wss() {
+/// A node serving TLS with a fresh self-signed certificate for localhost:
+/// the process, its address, the certificate and its PEM file. (Node::start
+/// waits for /ready over plain HTTP, which a TLS node does not speak: the
+/// binary is started directly.)
+async fn tls_node() -> (
+    tokio::process::Child,
+    std::net::SocketAddr,
+    rcgen::CertifiedKey<rcgen::KeyPair>,
+    std::path::PathBuf,
+) {
     let dir = temp_dir("tls");
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     std::fs::write(&cert_path, certified.cert.pem()).unwrap();
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
-
-    // Node::start waits for /ready over plain HTTP, which a TLS node does not
-    // speak; start the binary directly and read its address.
-    let (_node, addr) = spawn_bare(&[
+    let (node, addr) = spawn_bare(&[
         ("WSGATE_LISTEN", "127.0.0.1:0"),
         ("WSGATE_JWT_SECRET", SECRET),
+        ("WSGATE_API_KEYS", API_KEY),
         ("WSGATE_LOG", "warn"),
         ("WSGATE_TLS_CERT_FILE", cert_path.to_str().unwrap()),
         ("WSGATE_TLS_KEY_FILE", key_path.to_str().unwrap()),
     ])
     .await;
+    (node, addr, certified, cert_path)
+}
+
+#[tokio::test]
+async fn tls_listener_serves_https_and_wss() {
+    let (_node, addr, certified, _cert_path) = tls_node().await;
 
     let mut roots = RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
@@ -83,21 +95,7 @@ async fn tls_listener_serves_https_and_wss() {
 
 #[tokio::test]
 async fn tail_over_wss_and_publish_over_https_trust_a_given_ca_and_refuse_an_unknown_one() {
-    let dir = temp_dir("tls-cli");
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
-    let (_node, addr) = spawn_bare(&[
-        ("WSGATE_LISTEN", "127.0.0.1:0"),
-        ("WSGATE_JWT_SECRET", SECRET),
-        ("WSGATE_API_KEYS", API_KEY),
-        ("WSGATE_LOG", "warn"),
-        ("WSGATE_TLS_CERT_FILE", cert_path.to_str().unwrap()),
-        ("WSGATE_TLS_KEY_FILE", key_path.to_str().unwrap()),
-    ])
-    .await;
+    let (_node, addr, _certified, cert_path) = tls_node().await;
     let ws_url = format!("wss://localhost:{}/v1/ws", addr.port());
     let api_url = format!("https://localhost:{}", addr.port());
     let cli = || {
@@ -128,7 +126,7 @@ async fn tail_over_wss_and_publish_over_https_trust_a_given_ca_and_refuse_an_unk
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
 
-    assert_eq!(next_json(&mut lines).await["type"], "welcome");
+    assert_eq!(next_line(&mut lines).await["type"], "welcome");
     let published = cli()
         .args(["publish", "user:42", "order:updated", r#"{"id":7}"#, "--url", &api_url])
         .args(["--ca-file", cert_path.to_str().unwrap()])
@@ -141,21 +139,10 @@ async fn tail_over_wss_and_publish_over_https_trust_a_given_ca_and_refuse_an_unk
         String::from_utf8_lossy(&published.stdout).contains("\"rooms\":1"),
         "{published:?}"
     );
-    let event = next_json(&mut lines).await;
+    let event = next_line(&mut lines).await;
     assert_eq!(
         (event["event"].as_str(), event["data"]["id"].as_u64()),
         (Some("order:updated"), Some(7)),
         "{event}"
     );
-}
-
-async fn next_json(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-) -> serde_json::Value {
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    serde_json::from_str(&line).unwrap()
 }

@@ -337,6 +337,7 @@ impl Drop for Connection {
     }
 }
 
+/// Seconds since the Unix epoch (0 on a clock before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -232,7 +232,7 @@ impl Hub {
             return;
         };
         tokio::spawn(async move {
-            match broker.revocations(crate::revocation::unix_now()).await {
+            match broker.revocations(crate::hub::connection::unix_now()).await {
                 Ok(all) => {
                     for (user, revocation) in all {
                         hub.revocations.record(&user, revocation);

@@ -767,3 +767,32 @@ pub async fn next_frame(ws: &mut Ws) -> Frame {
         }
     }
 }
+
+/// The next stdout line of a child process (e.g. `wsgate tail`), as JSON.
+pub async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("readable")
+        .expect("a line, not the end");
+    serde_json::from_str(&line).expect("a JSON line")
+}
+
+/// A client that stops reading right after its welcome, with a small
+/// receive buffer so that the kernel holds little for it: a stalled reader.
+pub async fn stalled_client(node: &Node, sub: &str, org: Option<&str>) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    let stream = socket.connect(node.addr).await.expect("connect");
+    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "{}?token={}",
+        node.ws_url(),
+        token(sub, org, &[], 600)
+    ))
+    .expect("request");
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgrade");
+    assert!(matches!(next_frame(&mut ws).await, Frame::Json(w) if w["type"] == "welcome"));
+    ws
+}
