@@ -122,6 +122,9 @@ pub struct Effects {
     pub close_members: bool,
     /// Held connections to close (their buffer overflowed).
     pub close_held: Vec<Arc<Connection>>,
+    /// Missed events queued for promoted connections (from their history
+    /// reads), for `wsgate_events_recovered_total`.
+    pub recovered: u64,
 }
 
 struct Held {
@@ -488,6 +491,7 @@ impl Tail {
             }
             let held = self.held.swap_remove(at);
             let Some(ready) = held.ready else { continue };
+            effects.recovered += ready.frames.len() as u64;
             for frame in merge(ready.frames, held.buffered, &ready.through) {
                 held.conn.push_recovered(frame);
             }

@@ -422,6 +422,9 @@ impl Hub {
         for conn in &effects.promoted {
             self.insert_member(room, conn);
         }
+        if effects.recovered > 0 {
+            self.metrics.events_recovered.increment(effects.recovered);
+        }
         if effects.close_members {
             tracing::warn!(%room, "durable room lost continuity (gap or new epoch); its members resume");
             self.close_members(room.as_str(), CloseReason::InsufficientState);
