@@ -140,19 +140,36 @@ impl KeyPolicy {
 /// then `jwt.keys` in order.
 pub fn configured_keys(jwt: &JwtConfig, policy: &KeyPolicy) -> Result<Vec<VerifyingKey>, String> {
     let mut keys = Vec::new();
-    let mut add =
-        |setting: &str, kid: Option<String>, (key, family): (DecodingKey, AlgorithmFamily), own: &[Algorithm]| {
-            let key = policy
-                .key(kid, key, family, own)
-                .map_err(|e| format!("{setting}: {e}"))?;
-            keys.extend(key);
-            Ok::<(), String>(())
-        };
-    if let Some(secret) = jwt.secret.as_ref().or(jwt.dev_secret.as_ref()) {
-        add("jwt.secret", None, hmac_key(secret.expose())?, &[])?;
+    // A configured key that no allowed algorithm fits could verify nothing:
+    // a mistake to report, not a key to drop. (The dev secret beside a real
+    // key is simply unused.)
+    let allowed = policy.allowed().to_vec();
+    let mut add = |setting: &str,
+                   kid: Option<String>,
+                   (key, family): (DecodingKey, AlgorithmFamily),
+                   own: &[Algorithm],
+                   required: bool| {
+        match policy
+            .key(kid, key, family, own)
+            .map_err(|e| format!("{setting}: {e}"))?
+        {
+            Some(key) => keys.push(key),
+            None if required => {
+                return Err(format!(
+                    "{setting}: no algorithm of jwt.algorithms ({allowed:?}) fits this key"
+                ));
+            }
+            None => {}
+        }
+        Ok::<(), String>(())
+    };
+    match (&jwt.secret, &jwt.dev_secret) {
+        (Some(secret), _) => add("jwt.secret", None, hmac_key(secret.expose())?, &[], true)?,
+        (None, Some(dev)) => add("jwt.dev_secret", None, hmac_key(dev.expose())?, &[], false)?,
+        (None, None) => {}
     }
     if let Some(path) = &jwt.public_key_file {
-        add("jwt.public_key_file", None, read_public_key(path)?, &[])?;
+        add("jwt.public_key_file", None, read_public_key(path)?, &[], true)?;
     }
     for extra in &jwt.keys {
         let own = parse_algorithms(&extra.algorithms, "jwt.keys.algorithms")?;
@@ -161,7 +178,7 @@ pub fn configured_keys(jwt: &JwtConfig, policy: &KeyPolicy) -> Result<Vec<Verify
             (None, Some(path)) => read_public_key(path)?,
             (None, None) => return Err("jwt.keys: each key needs a secret or a public_key_file".into()),
         };
-        add("jwt.keys", extra.kid.clone(), key, &own)?;
+        add("jwt.keys", extra.kid.clone(), key, &own, true)?;
     }
     Ok(keys)
 }

@@ -401,6 +401,18 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_key_no_allowed_algorithm_fits_is_a_config_error() {
+        let mut jwt = config("a-secret-long-enough-for-hs256-0123456789");
+        jwt.public_key_file = Some(format!("{}/tests/fixtures/rsa_public.pem", env!("CARGO_MANIFEST_DIR")).into());
+        jwt.algorithms = vec!["RS256".into()];
+        let err = Verifier::from_config(&jwt).unwrap_err();
+        assert!(err.contains("jwt.secret") && err.contains("RS256"), "{err}");
+        // The dev secret beside a real key is only unused.
+        jwt.dev_secret = jwt.secret.take();
+        assert!(Verifier::from_config(&jwt).is_ok());
+    }
+
+    #[test]
     fn allow_list_without_matching_key_is_a_config_error() {
         let mut jwt = config("k");
         jwt.algorithms = vec!["RS256".into()];
