@@ -82,6 +82,8 @@ const DEFAULTS = Object.freeze({
 const STOP_CODES = new Set([1002, 1003, 1007, 1008, 4008]);
 // The client's own close when the server stopped answering pings.
 const CLOSE_NO_PONG = 4000;
+/** The least wait before a refresh, and the first retry's back-off. */
+const MIN_REFRESH_DELAY_MS = 1000;
 
 /**
  * One connection to wsgate. Create it, register listeners, `connect()`.
@@ -203,7 +205,10 @@ export class Gateway {
     return this._command({ kind: "unsubscribe", room }).then(
       () => undefined,
       (err) => {
+        // Not subscribed, or the connection went (and the room with it):
+        // the room is left either way.
         if (err instanceof ReplyError && err.code === "not_found") return undefined;
+        if (err instanceof DisconnectedError || err instanceof ClosedError) return undefined;
         throw err;
       },
     );
@@ -594,7 +599,9 @@ export class Gateway {
     if (typeof expiresAt !== "number") return;
     const remaining = expiresAt * 1000 - Date.now();
     const lead = Math.min(this.options.maxRefreshLeadMs, Math.max(0, remaining) * this.options.refreshLeadFraction);
-    const delay = Math.max(0, remaining - lead);
+    // At least a second: with a clock far ahead of the server's, every ack
+    // would otherwise ask for the next refresh at once.
+    const delay = Math.max(MIN_REFRESH_DELAY_MS, remaining - lead);
     // setTimeout holds at most 2^31-1 ms; a longer wait is re-armed.
     const capped = Math.min(delay, 2 ** 31 - 1);
     this._timers.refresh = setTimeout(() => {
@@ -603,13 +610,13 @@ export class Gateway {
     }, capped);
   }
 
-  async _refresh() {
+  async _refresh(attempt = 0) {
     let token;
     try {
       token = await this.options.getToken();
     } catch (cause) {
-      // The server closes with 4001 at expiry; the reconnect asks again.
       this._emit("error", new GatewayError("token", `getToken failed: ${cause?.message ?? cause}`));
+      this._retryRefresh(attempt);
       return;
     }
     if (this.state !== State.CONNECTED) return;
@@ -617,8 +624,24 @@ export class Gateway {
       const ack = await this._command({ kind: "refresh", token });
       this._refreshed(ack);
     } catch (err) {
-      if (!(err instanceof DisconnectedError || err instanceof ClosedError)) this._emit("error", err);
+      if (err instanceof DisconnectedError || err instanceof ClosedError) return;
+      this._emit("error", err);
+      // e.g. a key the server has yet to fetch (unknown_key): try again.
+      this._retryRefresh(attempt);
     }
+  }
+
+  // A refresh failed: try again, backing off, while the current token is
+  // still valid (past its expiry the server closes with 4001 and the
+  // reconnect asks for a token anyway).
+  _retryRefresh(attempt) {
+    const expiresAt = this.session?.expires_at;
+    if (typeof expiresAt !== "number" || this.state !== State.CONNECTED) return;
+    const remaining = expiresAt * 1000 - Date.now();
+    if (remaining <= 0) return;
+    const delay = Math.min(MIN_REFRESH_DELAY_MS * 2 ** Math.min(attempt, 5), remaining / 2);
+    clearTimeout(this._timers.refresh);
+    this._timers.refresh = setTimeout(() => this._refresh(attempt + 1), delay);
   }
 
   // The refreshed token's grants replace the old ones (§2): rooms it no

@@ -134,6 +134,64 @@ describe("browser client", () => {
     }
   });
 
+  it("retries a refresh that failed, before the token expires, without reconnecting", async () => {
+    const node = await Node.start();
+    try {
+      let minted = 0;
+      const page = await openClient(browser, {
+        origin: node,
+        wsUrl: node.wsUrl,
+        mint: () => {
+          minted += 1;
+          // The first refresh finds the issuer down.
+          if (minted === 2) throw new Error("issuer unavailable");
+          return token({ sub: "retry", ttlS: 4 });
+        },
+      });
+      await page.evaluate(() => window.client.connect());
+      await connected(page);
+      // Two good refreshes after the failed one span the first token's expiry.
+      await waitFor("refreshes after the failure", () => page.evaluate(() => window.tokensAsked >= 4), { timeoutMs: 15000 });
+      const state = await page.evaluate(() => ({
+        state: window.client.state,
+        connects: window.client.stats.connects,
+        errors: window.errors,
+      }));
+      assert.equal(state.state, "connected");
+      assert.equal(state.connects, 1, "never reconnected");
+      assert.deepEqual(state.errors.map((e) => e.code), ["token"], "the failure was reported once");
+      assert.equal(await node.metric('wsgate_connections_closed_total{reason="token_expired",transport="ws"}'), 0);
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("runs the README's unsubscribe-then-close without an unhandled rejection", async () => {
+    const node = await Node.start();
+    try {
+      const page = await openClient(browser, {
+        origin: node,
+        wsUrl: node.wsUrl,
+        mint: () => token({ sub: "readme", roles: ["support"] }),
+      });
+      const unhandled = await page.evaluate(async () => {
+        const seen = [];
+        window.addEventListener("unhandledrejection", (e) => seen.push(String(e.reason)));
+        await window.client.connect();
+        await window.client.subscribe("orders:123");
+        window.client.unsubscribe("orders:123");
+        window.client.close();
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        return seen;
+      });
+      assert.deepEqual(unhandled, []);
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("after a 4009 (a stalled network) resumes and gets every dropped event exactly once", async () => {
     const node = await Node.start({
       env: { WSGATE_HISTORY_NAMESPACES: "user", WSGATE_SEND_QUEUE_BYTES: "65536", WSGATE_WRITE_TIMEOUT_S: "60" },
