@@ -279,13 +279,9 @@ impl Gateway {
             .await
     }
 
-    /// [`Gateway::publish`] of an encoded event payload.
-    pub async fn publish_payload(
-        &self,
-        room: &RoomName,
-        payload: Bytes,
-        source: &'static str,
-    ) -> Result<Option<Position>, PublishError> {
+    /// Refuse a payload over `limits.max_event_bytes`: it would not fit its
+    /// members' send queues.
+    pub fn check_event_size(&self, payload: &[u8]) -> Result<(), PublishError> {
         let max = self.config.limits.max_event_bytes;
         if payload.len() > max {
             return Err(PublishError::TooLarge {
@@ -293,6 +289,17 @@ impl Gateway {
                 max,
             });
         }
+        Ok(())
+    }
+
+    /// [`Gateway::publish`] of an encoded event payload.
+    pub async fn publish_payload(
+        &self,
+        room: &RoomName,
+        payload: Bytes,
+        source: &'static str,
+    ) -> Result<Option<Position>, PublishError> {
+        self.check_event_size(&payload)?;
         let position = if self.is_durable(room) {
             let position = self.broker().publish_durable(room, payload).await?;
             Metrics::history_published(source);

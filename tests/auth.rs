@@ -298,28 +298,27 @@ async fn an_exp_beyond_the_clock_is_refused_and_registers_nothing() {
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
 }
 
+fn request(sub: &str, kid: Option<&str>) -> wsgate::auth::TokenRequest {
+    wsgate::auth::TokenRequest {
+        sub: sub.into(),
+        ttl_s: 60,
+        kid: kid.map(String::from),
+        ..Default::default()
+    }
+}
+
 fn signed(private_pem: &str, kid: Option<&str>, sub: &str) -> String {
     let private = std::fs::read(fixture(private_pem)).unwrap();
     wsgate::auth::Signer::from_private_pem(&private, Default::default())
         .unwrap()
-        .sign(&wsgate::auth::TokenRequest {
-            sub: sub.into(),
-            ttl_s: 60,
-            kid: kid.map(String::from),
-            ..Default::default()
-        })
+        .sign(&request(sub, kid))
         .unwrap()
 }
 
 fn hs256(secret: &str, kid: Option<&str>, sub: &str) -> String {
     wsgate::auth::Signer::hs256(secret, Default::default())
         .unwrap()
-        .sign(&wsgate::auth::TokenRequest {
-            sub: sub.into(),
-            ttl_s: 60,
-            kid: kid.map(String::from),
-            ..Default::default()
-        })
+        .sign(&request(sub, kid))
         .unwrap()
 }
 
@@ -580,12 +579,7 @@ async fn a_key_set_cannot_smuggle_in_a_shared_secret_or_a_malformed_key() {
     for kid in ["short", "x25519"] {
         let token = wsgate::auth::Signer::from_private_pem(&ed, Default::default())
             .unwrap()
-            .sign(&wsgate::auth::TokenRequest {
-                sub: "e".into(),
-                ttl_s: 60,
-                kid: Some(kid.into()),
-                ..Default::default()
-            })
+            .sign(&request("e", Some(kid)))
             .unwrap();
         assert_refused(&node, &token, kid).await;
     }

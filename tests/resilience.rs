@@ -74,23 +74,12 @@ async fn slow_consumer_is_closed_with_4009_and_the_reader_gets_everything() {
         }
     });
 
-    let filler = "x".repeat(4000);
-    let mut published = 0u64;
-    // Publish until the node reports the slow consumer (bounded).
-    while published < 20_000 {
-        for _ in 0..100 {
-            let payload = json!({"event": "load", "data": {"i": published, "fill": filler}}).to_string();
-            redis.publish("gw:org:acme", &payload).await;
-            published += 1;
-        }
-        if node
-            .metric("wsgate_connections_closed_total{reason=\"slow_consumer\"}")
-            .await
-            >= 1.0
-        {
-            break;
-        }
-    }
+    let published = flood_org_acme_until(
+        &redis,
+        &node,
+        "wsgate_connections_closed_total{reason=\"slow_consumer\"}",
+    )
+    .await;
     assert!(
         node.metric("wsgate_connections_closed_total{reason=\"slow_consumer\"}")
             .await
@@ -344,22 +333,7 @@ async fn over_the_node_queue_bound_the_largest_queues_are_closed_and_a_reader_ge
             seen += 1;
         }
     });
-    let filler = "x".repeat(4000);
-    let mut published = 0u64;
-    while published < 20_000 {
-        for _ in 0..100 {
-            let payload = json!({"event": "load", "data": {"i": published, "fill": filler}}).to_string();
-            redis.publish("gw:org:acme", &payload).await;
-            published += 1;
-        }
-        if node
-            .metric("wsgate_messages_dropped_total{reason=\"queue_limit\"}")
-            .await
-            > 0.0
-        {
-            break;
-        }
-    }
+    let published = flood_org_acme_until(&redis, &node, "wsgate_messages_dropped_total{reason=\"queue_limit\"}").await;
     assert!(
         node.metric("wsgate_messages_dropped_total{reason=\"queue_limit\"}")
             .await
@@ -388,4 +362,23 @@ async fn over_the_node_queue_bound_the_largest_queues_are_closed_and_a_reader_ge
         }
     }
     assert!(closed >= 1, "at least one stalled client was closed with 4009");
+}
+
+/// Publish numbered 4 KB events to org:acme through Redis, 100 at a time,
+/// until the node's `metric` is above 0 (bounded: 20,000 events). Returns
+/// how many were published.
+async fn flood_org_acme_until(redis: &Redis, node: &Node, metric: &str) -> u64 {
+    let filler = "x".repeat(4000);
+    let mut published = 0u64;
+    while published < 20_000 {
+        for _ in 0..100 {
+            let payload = json!({"event": "load", "data": {"i": published, "fill": filler}}).to_string();
+            redis.publish("gw:org:acme", &payload).await;
+            published += 1;
+        }
+        if node.metric(metric).await > 0.0 {
+            break;
+        }
+    }
+    published
 }

@@ -81,7 +81,8 @@ pub const BURST_FACTOR: usize = 4;
 struct Outbox {
     frames: Batch,
     bytes: usize,
-    /// Boxed: a pointer keeps the outbox (and the push) within one cache line.
+    /// Boxed: a pointer keeps the outbox small (the fields a push touches
+    /// fill the struct's first two cache lines, the waker included).
     closing: Option<Box<CloseReason>>,
     /// Since when the session has been writing the batch it last took;
     /// None while it waits for frames.
@@ -101,6 +102,19 @@ impl Outbox {
     fn uncount(&mut self) -> usize {
         self.bytes = 0;
         std::mem::take(&mut self.counted)
+    }
+}
+
+impl Connection {
+    /// Mark the connection closing as a slow consumer (unless it already
+    /// closes) and drop its queue: returns the frames dropped.
+    fn close_slow(&self, outbox: &mut Outbox) -> u64 {
+        if outbox.closing.is_none() {
+            outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
+        }
+        let dropped = std::mem::take(&mut outbox.frames).len() as u64;
+        self.node_queue.sub(outbox.uncount());
+        dropped
     }
 }
 
@@ -168,10 +182,8 @@ impl Connection {
             && (after > self.queue_limit.saturating_mul(BURST_FACTOR)
                 || outbox.writing_since.is_some_and(|since| since.elapsed() >= STALL_GRACE));
         let pushed = if overflow {
-            outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
-            let dropped = std::mem::take(&mut outbox.frames).len() as u64 + 1;
-            self.node_queue.sub(outbox.uncount());
-            Pushed::Overflowed(dropped)
+            // The queue and the frame that did not fit.
+            Pushed::Overflowed(self.close_slow(&mut outbox) + 1)
         } else {
             outbox.bytes = after;
             outbox.frames.push_back(Queued { frame, received_at });
@@ -209,13 +221,7 @@ impl Connection {
     /// Close as a slow consumer now and free the queue (the node is over
     /// `limits.max_queued_bytes`): returns the frames dropped.
     pub fn shed(&self) -> u64 {
-        let mut outbox = self.outbox();
-        if outbox.closing.is_none() {
-            outbox.closing = Some(Box::new(CloseReason::SlowConsumer));
-        }
-        let dropped = std::mem::take(&mut outbox.frames).len() as u64;
-        self.node_queue.sub(outbox.uncount());
-        drop(outbox);
+        let dropped = self.close_slow(&mut self.outbox());
         self.waker.wake();
         dropped
     }

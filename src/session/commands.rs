@@ -5,7 +5,7 @@
 use super::publisher::MAX_IN_FLIGHT;
 use super::{CloseReason, Session, instant_of_unix};
 use crate::broker::Position;
-use crate::gateway::{JoinError, PublishError};
+use crate::gateway::JoinError;
 use crate::metrics::Metrics;
 use crate::permissions::Action;
 use crate::protocol::{
@@ -126,12 +126,8 @@ impl Session {
             );
         }
         let payload = bytes::Bytes::from(event.to_payload());
-        let max = self.gw.config.limits.max_event_bytes;
-        if payload.len() > max {
-            let error = PublishError::TooLarge {
-                size: payload.len(),
-                max,
-            };
+        // Refused here at once, rather than after the queue of publishes.
+        if let Err(error) = self.gw.check_event_size(&payload) {
             return self.reply_error(reference, ErrorCode::LimitExceeded, &error.to_string());
         }
         // The broker's answer comes back through the queue: the loop goes on.
