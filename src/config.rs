@@ -213,8 +213,21 @@ impl Default for ClaimNames {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`. Unset: the embedded in-memory broker.
+    /// `redis[s]://[user:password@]host:port[/db]`, or several seeds,
+    /// comma-separated (each a URL or a bare `host:port` that shares the
+    /// first's scheme and credentials). Unset: the embedded in-memory broker.
     pub url: Option<Secret>,
+    /// How the seeds are used: one server, a Redis Cluster (sharded pub/sub),
+    /// or the master that Sentinel names (docs/PROTOCOL.md §12).
+    pub mode: RedisMode,
+    /// The master's name in Sentinel mode.
+    pub sentinel_master: String,
+    /// The Sentinels' own password, when they require one (the URL's
+    /// credentials are the data nodes').
+    pub sentinel_password: Option<Secret>,
+    /// CA certificates (PEM) that a `rediss://` server's certificate must
+    /// chain to, beside the public web roots.
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every room's channel: room `user:42` is channel `gw:user:42`.
     pub channel_prefix: String,
     /// Reconnect back-off bounds, in milliseconds.
@@ -228,10 +241,40 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: None,
+            mode: RedisMode::Standalone,
+            sentinel_master: "mymaster".into(),
+            sentinel_password: None,
+            ca_file: None,
             channel_prefix: "gw:".into(),
             reconnect_min_ms: 100,
             reconnect_max_ms: 5_000,
             subscribe_timeout_s: 5,
+        }
+    }
+}
+
+/// `redis.mode` (`WSGATE_REDIS_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server: classic pub/sub.
+    #[default]
+    Standalone,
+    /// Redis Cluster: `SSUBSCRIBE`/`SPUBLISH`, each room on its shard.
+    Cluster,
+    /// The master that the Sentinels name, followed across failovers.
+    Sentinel,
+}
+
+impl std::str::FromStr for RedisMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "standalone" => Ok(Self::Standalone),
+            "cluster" => Ok(Self::Cluster),
+            "sentinel" => Ok(Self::Sentinel),
+            other => Err(format!("'{other}' is not standalone, cluster or sentinel")),
         }
     }
 }
@@ -614,6 +657,17 @@ impl Config {
         if !self.redis.channel_prefix.is_ascii() || self.redis.channel_prefix.contains(char::is_whitespace) {
             return Err(invalid("redis.channel_prefix", "must be ASCII without spaces"));
         }
+        // A brace would change which part of a key Redis Cluster hashes, and
+        // split a room's keys across shards.
+        if self.redis.channel_prefix.contains(['{', '}']) {
+            return Err(invalid("redis.channel_prefix", "must not contain '{' or '}'"));
+        }
+        if self.redis.mode == RedisMode::Sentinel && self.redis.sentinel_master.trim().is_empty() {
+            return Err(invalid(
+                "redis.sentinel_master",
+                "must name the master in sentinel mode",
+            ));
+        }
         for (name, value) in [
             ("ws.heartbeat_s", self.ws.heartbeat_s),
             ("ws.auth_timeout_s", self.ws.auth_timeout_s),
@@ -740,6 +794,7 @@ const FILE_VARS: &[&str] = &[
     "WSGATE_JWT_FALLBACK_SECRETS",
     "WSGATE_API_KEYS",
     "WSGATE_REDIS_URL",
+    "WSGATE_REDIS_SENTINEL_PASSWORD",
 ];
 
 /// The values of every `<NAME>_FILE` set, read from their files (trailing
@@ -870,6 +925,22 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_JWT_AUDIENCE", |c, v| {
         c.jwt.audience = list(v);
+        Ok(())
+    }),
+    ("WSGATE_REDIS_MODE", |c, v| {
+        c.redis.mode = v.parse()?;
+        Ok(())
+    }),
+    ("WSGATE_REDIS_SENTINEL_MASTER", |c, v| {
+        c.redis.sentinel_master = v.into();
+        Ok(())
+    }),
+    ("WSGATE_REDIS_SENTINEL_PASSWORD", |c, v| {
+        c.redis.sentinel_password = (!v.is_empty()).then(|| Secret::new(v));
+        Ok(())
+    }),
+    ("WSGATE_REDIS_CA_FILE", |c, v| {
+        c.redis.ca_file = (!v.is_empty()).then(|| PathBuf::from(v));
         Ok(())
     }),
     ("WSGATE_REDIS_CHANNEL_PREFIX", |c, v| {

@@ -15,6 +15,7 @@
 //! | [`metrics`] | metric names, descriptions, the Prometheus recorder |
 //! | [`server`] | the listener, HTTP connections, the drain on SIGTERM |
 //! | [`tls`] | optional rustls on the listener |
+//! | [`client_tls`] | rustls for the node's own clients: Redis (`rediss://`), the CLI's `wss://` and `https://` |
 //! | [`http`] | routes: the upgrade, `/health` `/ready` `/metrics`, `/api/v1`, `/v1/client.js`, the dev demo |
 //! | [`gateway`] | the node's shared state and its join/leave/publish |
 //! | [`auth`] | JWT → [`auth::Identity`] and its own rooms; keys, JWKS, token signing |
@@ -36,6 +37,7 @@
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod client_tls;
 pub mod close;
 pub mod config;
 pub mod fingerprint;

@@ -1,7 +1,8 @@
 //! One conformance suite, run against every broker implementation: the
 //! guarantees documented on `wsgate::broker` hold for `memory` and for
-//! `redis` (against a real redis-server): pub/sub, and the history of
-//! durable rooms (offsets, epochs, trimming, reads).
+//! `redis` (against a real redis-server, and against a real 3-master Redis
+//! Cluster on sharded pub/sub): pub/sub, and the history of durable rooms
+//! (offsets, epochs, trimming, reads).
 
 mod common;
 
@@ -9,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::topologies::RedisCluster;
 use common::{Redis, wait_for};
 use tokio::sync::mpsc;
 use wsgate::broker::memory::MemoryBroker;
 use wsgate::broker::redis::RedisBroker;
 use wsgate::broker::{Broker, EventSink, history};
-use wsgate::config::{HistoryConfig, RedisConfig};
+use wsgate::config::{HistoryConfig, RedisConfig, RedisMode};
 use wsgate::room::RoomName;
 
 #[derive(Debug, PartialEq)]
@@ -77,19 +79,20 @@ fn memory_factory() -> Factory {
 }
 
 fn redis_factory(url: String) -> Factory {
+    redis_factory_in(url, RedisMode::Standalone)
+}
+
+fn redis_factory_in(url: String, mode: RedisMode) -> Factory {
     Box::new(move || {
         let url = url.clone();
         Box::pin(async move {
             let (tx, rx) = mpsc::unbounded_channel();
+            let config = RedisConfig {
+                mode,
+                ..RedisConfig::default()
+            };
             let broker: Arc<dyn Broker> = Arc::new(
-                RedisBroker::connect(
-                    &url,
-                    &RedisConfig::default(),
-                    &history_config(),
-                    60 * 1024,
-                    Arc::new(Recorder(tx)),
-                )
-                .unwrap(),
+                RedisBroker::connect(&url, &config, &history_config(), 60 * 1024, Arc::new(Recorder(tx))).unwrap(),
             );
             let up = broker.clone();
             wait_for("redis broker up", || {
@@ -361,4 +364,63 @@ async fn redis_broker_reports_down_refuses_fast_and_resubscribes() {
     assert_eq!(redis.numsub("gw:user:2").await, 0);
     node.broker.publish(&live, Bytes::from_static(b"back")).await.unwrap();
     assert_eq!(node.next().await, Received::Event("user:1".into(), "back".into()));
+}
+
+#[tokio::test]
+async fn redis_cluster_broker_conforms() {
+    let cluster = RedisCluster::start(3).await;
+    let factory = redis_factory_in(cluster.url(), RedisMode::Cluster);
+    single_node_suite(&factory).await;
+    history_suite(&factory).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_brokers_on_two_nodes_use_only_the_owning_shard() {
+    let cluster = RedisCluster::start(3).await;
+    let factory = redis_factory_in(cluster.url(), RedisMode::Cluster);
+    let mut n1 = factory().await;
+    let mut n2 = factory().await;
+    // Rooms until two shards own at least one each.
+    let rooms: Vec<RoomName> = (0..8).map(|i| room(&format!("org:{i}"))).collect();
+    let mut owners = Vec::new();
+    for r in &rooms {
+        owners.push(cluster.owner(&format!("gw:{}", r.as_str())).await);
+    }
+    assert!(owners.iter().any(|&o| o != owners[0]), "rooms on more than one shard");
+    for r in &rooms {
+        n1.broker.subscribe(r).await.unwrap();
+        n2.broker.subscribe(r).await.unwrap();
+    }
+    for (r, &owner) in rooms.iter().zip(&owners) {
+        let channel = format!("gw:{}", r.as_str());
+        for shard in 0..3 {
+            let expected = if shard == owner { 2 } else { 0 };
+            assert_eq!(
+                cluster.shard_numsub(shard, &channel).await,
+                expected,
+                "{channel} on shard {shard} (owner {owner})"
+            );
+            assert_eq!(cluster.numsub(shard, &channel).await, 0, "no classic subscription");
+        }
+    }
+    for r in &rooms {
+        n1.broker.publish(r, Bytes::from(r.as_str().to_string())).await.unwrap();
+    }
+    for node in [&mut n1, &mut n2] {
+        for r in &rooms {
+            assert_eq!(
+                node.next().await,
+                Received::Event(r.as_str().into(), r.as_str().into()),
+                "each room once, in publish order"
+            );
+        }
+    }
+    n2.broker.publish_control(Bytes::from_static(b"all")).await.unwrap();
+    assert_eq!(n1.next().await, Received::Control("all".into()));
+    assert_eq!(n2.next().await, Received::Control("all".into()));
+
+    // A room left by one node is unsubscribed on its shard for that node only.
+    n1.broker.unsubscribe(&rooms[0]).await.unwrap();
+    let channel = format!("gw:{}", rooms[0].as_str());
+    assert_eq!(cluster.shard_numsub(owners[0], &channel).await, 1);
 }

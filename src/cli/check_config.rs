@@ -36,18 +36,7 @@ pub fn check(config: &Config) -> Result<(), String> {
         TlsAcceptor::from_files(cert, key).map_err(|e| format!("tls: {e}"))?;
     }
     if let Some(url) = &config.redis.url {
-        let scheme = url.expose().split_once("://").map(|(scheme, _)| scheme);
-        match scheme {
-            Some("redis") => {}
-            Some("rediss") => {
-                return Err(
-                    "redis.url (WSGATE_REDIS_URL): rediss:// (TLS to Redis) is not supported by this build".into(),
-                );
-            }
-            _ => return Err("redis.url (WSGATE_REDIS_URL): must be a redis:// URL".into()),
-        }
-        fred::types::config::Config::from_url(url.expose())
-            .map_err(|e| format!("redis.url (WSGATE_REDIS_URL): not a usable Redis URL: {}", e.details()))?;
+        crate::broker::redis::servers::fred_config(url.expose(), &config.redis)?;
     }
     Ok(())
 }

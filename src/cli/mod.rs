@@ -9,7 +9,6 @@
 //! - `wsgate publish`: publish an event through the server API ([`publish`]).
 
 mod check_config;
-mod client_tls;
 mod publish;
 pub mod tail;
 mod token;

@@ -10,7 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use super::{PublishArgs, client_tls, secret_from};
+use super::{PublishArgs, secret_from};
+use crate::client_tls;
 
 /// The longest an answer may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -16,7 +16,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::{TailArgs, client_tls, secret_from};
+use super::{TailArgs, secret_from};
+use crate::client_tls;
 
 pub fn run(args: &TailArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

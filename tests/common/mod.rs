@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod durable;
+pub mod topologies;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -218,7 +219,7 @@ impl Redis {
 
 /// One RESP command on a fresh connection; the raw reply text, read until
 /// the reply is complete (or the connection ends, or [`PATIENCE`] passes).
-async fn resp(port: u16, args: &[&str]) -> std::io::Result<String> {
+pub async fn resp(port: u16, args: &[&str]) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut command = format!("*{}\r\n", args.len());
     for arg in args {
@@ -249,6 +250,15 @@ fn resp_complete(text: &str) -> bool {
     let lines: Vec<&str> = text.split("\r\n").collect();
     match text.chars().next() {
         Some('+' | '-' | ':') => text.ends_with("\r\n"),
+        // One bulk string: `$<len>\r\n<len bytes>\r\n` (`$-1` is nil).
+        Some('$') => match text.split_once("\r\n") {
+            Some((head, body)) => match head[1..].parse::<i64>() {
+                Ok(len) if len < 0 => true,
+                Ok(len) => body.len() >= len as usize + 2,
+                Err(_) => false,
+            },
+            None => false,
+        },
         Some('*') => {
             // An array of n items: count item lines (bulk strings take two).
             let n: usize = lines[0][1..].parse().unwrap_or(0);

@@ -16,8 +16,9 @@ const TEMPLATE: &str = include_str!("wsgate.lua");
 
 /// The library's source for this config. Its version is a hash of the text,
 /// so nodes with the same config load the same library, and a node with a
-/// changed config replaces it (and says so in its log).
-pub fn library(prefix: &str, history: &HistoryConfig, max_event_bytes: usize) -> (String, String) {
+/// changed config replaces it (and says so in its log). `sharded`: publish
+/// with `SPUBLISH` (cluster mode), so the event stays on the room's shard.
+pub fn library(prefix: &str, history: &HistoryConfig, max_event_bytes: usize, sharded: bool) -> (String, String) {
     let all = history.namespaces.iter().any(|ns| ns == "*");
     let namespaces: Vec<String> = history
         .namespaces
@@ -33,6 +34,7 @@ pub fn library(prefix: &str, history: &HistoryConfig, max_event_bytes: usize) ->
         .replace("{{TTL}}", &history.ttl_s.to_string())
         .replace("{{POSITION_TTL}}", &position_ttl.to_string())
         .replace("{{ALL}}", if all { "true" } else { "false" })
+        .replace("{{PUBLISH}}", if sharded { "SPUBLISH" } else { "PUBLISH" })
         .replace("{{NAMESPACES}}", &namespaces.join(", "));
     let version = format!("1-{:016x}", crate::fingerprint::fnv1a(body.as_bytes()));
     (body.replace("{{VERSION}}", &version), version)
@@ -44,9 +46,14 @@ fn lua_string_body(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// `FUNCTION LOAD REPLACE` the library.
-pub async fn load(client: &Client, source: &str) -> Result<(), Error> {
-    client.function_load::<Value, _>(true, source).await.map(drop)
+/// `FUNCTION LOAD REPLACE` the library: on every primary in cluster mode,
+/// since a room's FCALL runs on the shard that owns it.
+pub async fn load(client: &Client, source: &str, cluster: bool) -> Result<(), Error> {
+    if cluster {
+        client.function_load_cluster::<Value, _>(true, source).await.map(drop)
+    } else {
+        client.function_load::<Value, _>(true, source).await.map(drop)
+    }
 }
 
 /// `FCALL wsgate_append`: the new event's position.
@@ -138,14 +145,18 @@ mod tests {
             namespaces: vec!["orders".into(), "chat".into()],
             ..HistoryConfig::default()
         };
-        let (source, version) = library("gw:", &history, 61440);
+        let (source, version) = library("gw:", &history, 61440, false);
         assert!(source.starts_with("#!lua name=wsgate\n"));
         assert!(source.contains("local SIZE = 1000"));
+        assert!(source.contains("redis.call('PUBLISH'"));
+        let (sharded, sharded_version) = library("gw:", &history, 61440, true);
+        assert!(sharded.contains("redis.call('SPUBLISH'"));
+        assert_ne!(sharded_version, version);
         assert!(source.contains("['orders'] = true, ['chat'] = true"));
         assert!(source.contains(&version) && !source.contains("{{"));
         history.size = 10;
         assert_ne!(
-            library("gw:", &history, 61440).1,
+            library("gw:", &history, 61440, false).1,
             version,
             "a new config is a new version"
         );

@@ -4,6 +4,13 @@
 //! ([`functions`]) and re-subscribes every live room before it reports the
 //! broker up again.
 //!
+//! In cluster mode ([`servers`] builds the connection settings of each mode)
+//! rooms use sharded pub/sub: `SSUBSCRIBE` and `SPUBLISH` go to the shard
+//! that owns the room's slot, so an event crosses only that shard. Redis
+//! drops a shard's subscriptions when its slots move (a failover, a
+//! resharding) with no error on our side, so the supervisor also watches
+//! the slot map and re-subscribes every room whenever it changes.
+//!
 //! The reader hands each message to the sink and goes on; it never waits
 //! for a socket. If it still falls behind fred's buffer, the lost messages
 //! are counted (`wsgate_messages_dropped_total{reason="broker_lag"}`).
@@ -20,10 +27,11 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
 pub mod functions;
+pub mod servers;
 
 use super::history::{HistoryPage, Position};
 use super::{Broker, BrokerError, EventSink, control_channel, idempotency_key, revocations_key, room_channel};
-use crate::config::{HistoryConfig, RedisConfig};
+use crate::config::{HistoryConfig, RedisConfig, RedisMode};
 use crate::idempotency::{self, Reached};
 use crate::metrics::Metrics;
 use crate::revocation::Revocation;
@@ -33,6 +41,9 @@ use crate::room::RoomName;
 const RESUBSCRIBE_CHUNK: usize = 500;
 /// How often the supervisor looks at the connections.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// How often, in cluster mode, the supervisor reads the slot map to find
+/// subscriptions a moved slot took away.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(2);
 /// Messages fred may buffer for the reader before it reports a lag. fred
 /// allocates every event channel of a client at this size up front, so the
 /// publisher, which reads none, gets a small one.
@@ -53,6 +64,8 @@ struct Shared {
     wanted: Mutex<HashSet<String>>,
     /// Connected, and every wanted channel subscribed.
     up: AtomicBool,
+    /// Cluster mode: rooms on sharded pub/sub, the library on every primary.
+    sharded: bool,
     timeout: Duration,
     /// The Function library to load on every connect; None without history.
     library: Option<(String, String)>,
@@ -72,8 +85,8 @@ impl RedisBroker {
         max_event_bytes: usize,
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, BrokerError> {
-        let redis_config =
-            Config::from_url(url).map_err(|e| BrokerError::Backend(format!("invalid redis url: {e}")))?;
+        let redis_config = servers::fred_config(url, config).map_err(BrokerError::Backend)?;
+        let sharded = config.mode == RedisMode::Cluster;
         let build = |buffer: usize| {
             Builder::from_config(redis_config.clone())
                 .set_policy(ReconnectPolicy::new_exponential(
@@ -101,10 +114,11 @@ impl RedisBroker {
             control: control_channel(&config.channel_prefix),
             wanted: Mutex::new(HashSet::new()),
             up: AtomicBool::new(false),
+            sharded,
             timeout: Duration::from_secs(config.subscribe_timeout_s),
             library: history
                 .enabled()
-                .then(|| functions::library(&config.channel_prefix, history, max_event_bytes)),
+                .then(|| functions::library(&config.channel_prefix, history, max_event_bytes, sharded)),
         });
         // The reader subscribes to fred's message stream before connecting,
         // so nothing received on the first connection is missed.
@@ -157,7 +171,21 @@ impl Shared {
     /// arrive out of band), which is too early for "the room is live". A PING
     /// on the same connection is answered only after every command before it,
     /// so its reply is the barrier.
+    ///
+    /// In cluster mode fred resolves an SSUBSCRIBE on its reply (so that it
+    /// can follow a MOVED), which is the barrier itself; one SSUBSCRIBE may
+    /// only name channels of one slot.
     async fn subscribe_live(&self, channels: Vec<String>) -> Result<(), BrokerError> {
+        if self.sharded {
+            return self
+                .with_timeout(async {
+                    for (_, same_slot) in fred::util::group_by_hash_slot(channels)? {
+                        self.subscriber.ssubscribe(Vec::from(same_slot)).await?;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
         self.with_timeout(async {
             self.subscriber.subscribe(channels).await?;
             self.subscriber.ping::<Value>(None).await.map(drop)
@@ -165,12 +193,28 @@ impl Shared {
         .await
     }
 
+    /// `PUBLISH`, or `SPUBLISH` to the channel's shard in cluster mode.
+    async fn publish_on(&self, channel: String, payload: Bytes) -> Result<(), BrokerError> {
+        if self.sharded {
+            self.with_timeout(self.publisher.spublish::<i64, _, _>(channel, payload))
+                .await
+                .map(drop)
+        } else {
+            self.with_timeout(self.publisher.publish::<i64, _, _>(channel, payload))
+                .await
+                .map(drop)
+        }
+    }
+
     /// Load the Function library (a Redis restarted without persistence has
     /// lost it). Without it durable publishes fail, but pub/sub still works,
     /// so a failure is logged and the node goes on.
     async fn load_library(&self) {
         let Some((source, version)) = &self.library else { return };
-        match self.with_timeout(functions::load(&self.publisher, source)).await {
+        match self
+            .with_timeout(functions::load(&self.publisher, source, self.sharded))
+            .await
+        {
             Ok(()) => tracing::info!(%version, "loaded the wsgate function library"),
             Err(error) => tracing::error!(
                 %error,
@@ -200,6 +244,7 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
     let mut reconnects = shared.subscriber.reconnect_rx();
     let mut resubscribe = true;
     let mut ever_up = false;
+    let mut topology = Topology::default();
     loop {
         if !shared.connected() {
             if shared.up.swap(false, Ordering::SeqCst) {
@@ -236,6 +281,44 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
                 Err(RecvError::Closed) => return,
             },
         }
+        if shared.sharded && shared.up.load(Ordering::SeqCst) && topology.moved(&shared.subscriber).await {
+            tracing::warn!("redis cluster slots moved; re-subscribing every room");
+            resubscribe = true;
+        }
+    }
+}
+
+/// The cluster's slot map as last seen, read every [`TOPOLOGY_EVERY`].
+#[derive(Default)]
+struct Topology {
+    slots: Vec<(u16, u16, String)>,
+    checked: Option<tokio::time::Instant>,
+}
+
+impl Topology {
+    /// Re-read the slot map (when due); true when a slot changed owner since
+    /// the last read. The first read only records it.
+    async fn moved(&mut self, subscriber: &Client) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.checked.is_some_and(|at| now.duration_since(at) < TOPOLOGY_EVERY) {
+            return false;
+        }
+        self.checked = Some(now);
+        if let Err(error) = subscriber.sync_cluster().await {
+            tracing::debug!(%error, "cannot read the cluster's slot map");
+            return false;
+        }
+        let Some(state) = subscriber.cached_cluster_state() else {
+            return false;
+        };
+        let slots: Vec<(u16, u16, String)> = state
+            .slots()
+            .iter()
+            .map(|range| (range.start, range.end, range.primary.to_string()))
+            .collect();
+        let moved = !self.slots.is_empty() && self.slots != slots;
+        self.slots = slots;
+        moved
     }
 }
 
@@ -292,7 +375,11 @@ impl Broker for RedisBroker {
             let channel = room_channel(&shared.prefix, room.as_str());
             shared.wanted().remove(&channel);
             if shared.up.load(Ordering::SeqCst) {
-                shared.with_timeout(shared.subscriber.unsubscribe(channel)).await
+                if shared.sharded {
+                    shared.with_timeout(shared.subscriber.sunsubscribe(channel)).await
+                } else {
+                    shared.with_timeout(shared.subscriber.unsubscribe(channel)).await
+                }
             } else {
                 Ok(())
             }
@@ -304,10 +391,7 @@ impl Broker for RedisBroker {
         async move {
             let shared = &self.shared;
             let channel = shared.channel_to_publish(room)?;
-            shared
-                .with_timeout(shared.publisher.publish::<i64, _, _>(channel, payload))
-                .await
-                .map(drop)
+            shared.publish_on(channel, payload).await
         }
         .boxed()
     }
@@ -350,10 +434,7 @@ impl Broker for RedisBroker {
             if !shared.can_publish() {
                 return Err(BrokerError::Unavailable);
             }
-            shared
-                .with_timeout(shared.publisher.publish::<i64, _, _>(shared.control.clone(), payload))
-                .await
-                .map(drop)
+            shared.publish_on(shared.control.clone(), payload).await
         }
         .boxed()
     }

@@ -5,7 +5,8 @@
 -- nodes of a deployment share one config, so they load the same text.
 --
 -- Keys of room R (channel {{PREFIX}}R), all in the hash slot of the channel
--- name, so Redis Cluster routes FCALL gw:R to the shard that owns them:
+-- name, so Redis Cluster routes FCALL gw:R to the shard that owns them (and
+-- in cluster mode the event is published there with SPUBLISH):
 --   {{{PREFIX}}R}:m  hash: e = epoch, o = last offset
 --   {{{PREFIX}}R}:h  stream of events, entry id <offset>-0, field p = payload
 
@@ -78,7 +79,7 @@ local function append(keys, args)
   local stream = '{' .. key .. '}:h'
   redis.call('XADD', stream, 'MAXLEN', '~', SIZE, offset .. '-0', 'p', payload)
   redis.call('EXPIRE', stream, TTL)
-  redis.call('PUBLISH', key, '__d:' .. offset .. ':' .. epoch .. '__' .. payload)
+  redis.call('{{PUBLISH}}', key, '__d:' .. offset .. ':' .. epoch .. '__' .. payload)
   return {offset, epoch}
 end
 

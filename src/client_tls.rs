@@ -1,6 +1,6 @@
-//! TLS for the command line's clients (`tail` over wss://, `publish` over
-//! https://): the public web roots, plus a CA file for a private or
-//! self-signed certificate.
+//! TLS for the node's outbound clients: Redis over `rediss://`, and the
+//! command line's `tail` (wss://) and `publish` (https://): the public web
+//! roots, plus a CA file for a private or self-signed certificate.
 
 use std::path::Path;
 use std::sync::Arc;
