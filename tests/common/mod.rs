@@ -306,8 +306,13 @@ impl NodeOptions {
     }
 
     pub fn redis(redis: &Redis) -> Self {
+        Self::redis_url(&redis.url())
+    }
+
+    /// Redis at any `WSGATE_REDIS_URL` (a seed list, `rediss://`, a Sentinel).
+    pub fn redis_url(url: &str) -> Self {
         Self {
-            redis_url: Some(redis.url()),
+            redis_url: Some(url.to_string()),
             ..Self::default()
         }
     }
@@ -341,7 +346,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// Start a node and wait until it is ready.
     pub async fn start(options: NodeOptions) -> Node {
+        let node = Node::spawn(options).await;
+        node.wait_ready().await;
+        node
+    }
+
+    /// Start a node and wait only until it listens (it may never be ready).
+    pub async fn spawn(options: NodeOptions) -> Node {
         let dir = temp_dir("node");
         let config_path = dir.join("wsgate.toml");
         std::fs::write(&config_path, options.config_toml.as_deref().unwrap_or(ROLES_TOML)).expect("write config");
@@ -376,13 +389,11 @@ impl Node {
         }
         let mut child = command.spawn().expect("spawn wsgate");
         let addr = listen_addr(&mut child).await;
-        let node = Node {
+        Node {
             addr,
             child,
             http: reqwest::Client::new(),
-        };
-        node.wait_ready().await;
-        node
+        }
     }
 
     pub fn http_url(&self, path: &str) -> String {

@@ -16,6 +16,8 @@ fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
         .args(extra)
         .arg("--dir")
         .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join(format!("redis-{port}.log")))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -45,6 +47,10 @@ pub fn last_integer(reply: &str) -> i64 {
 /// A Redis Cluster of masters without replicas, on free ports; killed on drop.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
+    /// Each master's cluster bus port, chosen like its port: the default
+    /// (port + 10000) may fall in the ephemeral range, where a client
+    /// socket can take it while the master is down for a restart.
+    bus_ports: Vec<u16>,
     children: Vec<Option<Child>>,
     dirs: Vec<PathBuf>,
 }
@@ -53,6 +59,7 @@ impl RedisCluster {
     pub async fn start(masters: usize) -> RedisCluster {
         let mut cluster = RedisCluster {
             ports: (0..masters).map(|_| free_port()).collect(),
+            bus_ports: (0..masters).map(|_| free_port()).collect(),
             children: Vec::new(),
             dirs: (0..masters).map(|_| temp_dir("cluster")).collect(),
         };
@@ -89,8 +96,14 @@ impl RedisCluster {
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                "--cluster-port",
+                &self.bus_ports[i].to_string(),
                 "--cluster-node-timeout",
                 "2000",
+                // The other shards keep serving while one is down, as they
+                // do in production while a replica takes over.
+                "--cluster-require-full-coverage",
+                "no",
                 "--appendonly",
                 "yes",
                 "--appendfsync",
@@ -175,6 +188,47 @@ impl RedisCluster {
     pub async fn spublish(&self, room: &str, payload: &str) -> i64 {
         let channel = format!("gw:{room}");
         last_integer(&self.cmd_on_owner(&channel, &["SPUBLISH", &channel, payload]).await)
+    }
+
+    /// Move the slot of `key` to master `to`, keys and all, the way
+    /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, MIGRATE
+    /// every key, then SETSLOT NODE on every master.
+    pub async fn move_slot(&self, key: &str, to: usize) {
+        let from = self.owner(key).await;
+        assert_ne!(from, to, "{key} is on master {to} already");
+        let slot = last_integer(&self.cmd(from, &["CLUSTER", "KEYSLOT", key]).await).to_string();
+        let id = |reply: String| reply.lines().nth(1).unwrap_or_default().trim().to_string();
+        let from_id = id(self.cmd(from, &["CLUSTER", "MYID"]).await);
+        let to_id = id(self.cmd(to, &["CLUSTER", "MYID"]).await);
+        self.cmd(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id])
+            .await;
+        self.cmd(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id])
+            .await;
+        let keys = self.cmd(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]).await;
+        let keys: Vec<&str> = keys
+            .lines()
+            .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+            .collect();
+        if !keys.is_empty() {
+            let port = self.ports[to].to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().copied());
+            let reply = self.cmd(from, &args).await;
+            assert!(reply.starts_with("+OK"), "MIGRATE: {reply}");
+        }
+        for i in 0..self.ports.len() {
+            self.cmd(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]).await;
+        }
+        wait_for("every master to agree on the slot's new owner", || async move {
+            let mut agree = true;
+            for &port in &self.ports {
+                let reply = resp(port, &["EXISTS", key]).await.unwrap_or_default();
+                let owns = reply.starts_with(':');
+                agree &= owns == (port == self.ports[to]);
+            }
+            agree
+        })
+        .await;
     }
 
     /// SIGKILL master `i`.

@@ -37,6 +37,9 @@ use crate::metrics::Metrics;
 use crate::revocation::Revocation;
 use crate::room::RoomName;
 
+/// How long an unchanged connection error stays out of the log.
+const REPEAT_ERROR_AFTER: Duration = Duration::from_secs(30);
+
 /// Channels per SUBSCRIBE when re-subscribing everything after a reconnect.
 const RESUBSCRIBE_CHUNK: usize = 500;
 /// How often the supervisor looks at the connections.
@@ -127,6 +130,7 @@ impl RedisBroker {
         // handles are not needed.
         drop(shared.subscriber.connect());
         drop(shared.publisher.connect());
+        tokio::spawn(log_connection_errors(shared.subscriber.error_rx()));
         tokio::spawn(supervise(shared.clone(), sink));
         Ok(Self { shared })
     }
@@ -235,6 +239,30 @@ impl Shared {
     }
 }
 
+/// Say why Redis cannot be reached (refused, TLS certificate rejected,
+/// authentication failed): each distinct error once, then again only after
+/// [`REPEAT_ERROR_AFTER`], so a long outage does not flood the log.
+async fn log_connection_errors(mut errors: tokio::sync::broadcast::Receiver<(Error, Option<Server>)>) {
+    let mut last: Option<(String, tokio::time::Instant)> = None;
+    loop {
+        let (error, server) = match errors.recv().await {
+            Ok(received) => received,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let text = error.to_string();
+        let now = tokio::time::Instant::now();
+        let repeated = last
+            .as_ref()
+            .is_some_and(|(seen, at)| *seen == text && now.duration_since(*at) < REPEAT_ERROR_AFTER);
+        if !repeated {
+            let server = server.map(|s| s.to_string()).unwrap_or_default();
+            tracing::warn!(error = %text, %server, "redis connection error");
+            last = Some((text, now));
+        }
+    }
+}
+
 /// Keep `up` honest: down as soon as a connection is lost, up again only after
 /// every wanted channel is re-subscribed.
 async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
@@ -257,6 +285,9 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
             match shared.resubscribe_all().await {
                 Ok(channels) => {
                     resubscribe = false;
+                    if shared.sharded {
+                        topology.baseline(&shared.subscriber);
+                    }
                     shared.up.store(true, Ordering::SeqCst);
                     broker_up.set(1.0);
                     sink.connected();
@@ -296,8 +327,15 @@ struct Topology {
 }
 
 impl Topology {
+    /// Record the slot map the subscriptions were just made against (fred
+    /// read it when it connected): a move after this is one to follow.
+    fn baseline(&mut self, subscriber: &Client) {
+        self.slots = Self::read(subscriber);
+        self.checked = Some(tokio::time::Instant::now());
+    }
+
     /// Re-read the slot map (when due); true when a slot changed owner since
-    /// the last read. The first read only records it.
+    /// the last read.
     async fn moved(&mut self, subscriber: &Client) -> bool {
         let now = tokio::time::Instant::now();
         if self.checked.is_some_and(|at| now.duration_since(at) < TOPOLOGY_EVERY) {
@@ -308,17 +346,25 @@ impl Topology {
             tracing::debug!(%error, "cannot read the cluster's slot map");
             return false;
         }
-        let Some(state) = subscriber.cached_cluster_state() else {
-            return false;
-        };
-        let slots: Vec<(u16, u16, String)> = state
-            .slots()
-            .iter()
-            .map(|range| (range.start, range.end, range.primary.to_string()))
-            .collect();
-        let moved = !self.slots.is_empty() && self.slots != slots;
-        self.slots = slots;
+        let slots = Self::read(subscriber);
+        let moved = !self.slots.is_empty() && !slots.is_empty() && self.slots != slots;
+        if !slots.is_empty() {
+            self.slots = slots;
+        }
         moved
+    }
+
+    fn read(subscriber: &Client) -> Vec<(u16, u16, String)> {
+        subscriber
+            .cached_cluster_state()
+            .map(|state| {
+                state
+                    .slots()
+                    .iter()
+                    .map(|range| (range.start, range.end, range.primary.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

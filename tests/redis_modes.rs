@@ -1,0 +1,294 @@
+//! The gateway on Redis deployments beyond one server (docs/PROTOCOL.md
+//! §8, "Redis modes"): a 3-master Redis Cluster with sharded pub/sub, a
+//! master and replica under Sentinel, and TLS verified against a CA. The
+//! real binary, real redis-servers and WebSocket clients that count every
+//! offset.
+
+mod common;
+
+use common::durable::{Audit, Resumer, Stop};
+use common::topologies::{RedisCluster, SentinelSet, TlsRedis};
+use common::{Client, Node, NodeOptions, token, wait_for};
+use serde_json::{Value, json};
+
+const CLEAN: Audit = Audit {
+    lost: 0,
+    duplicated: 0,
+    out_of_order: 0,
+};
+
+/// A node in cluster mode on `cluster`, with history for `org:` rooms.
+fn on_cluster(cluster: &RedisCluster) -> NodeOptions {
+    NodeOptions::redis_url(&cluster.url())
+        .env("WSGATE_REDIS_MODE", "cluster")
+        .env("WSGATE_HISTORY_NAMESPACES", "org")
+}
+
+fn event(i: u64) -> String {
+    json!({"event": "e", "data": {"i": i}}).to_string()
+}
+
+/// `POST /api/v1/publish` to one room; the offset it got (if durable).
+async fn api_publish(node: &Node, room: &str, i: u64) -> Option<u64> {
+    let response = node
+        .api(reqwest::Method::POST, "/api/v1/publish")
+        .json(&json!({"rooms": [room], "event": "e", "data": {"i": i}}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), 202, "publish to {room}");
+    let body: Value = response.json().await.expect("json");
+    body["data"]["positions"][room]["offset"].as_u64()
+}
+
+/// Rooms `org:o0 … org:o{n-1}`, whose channels spread over the shards.
+fn orgs(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("o{i}")).collect()
+}
+
+#[tokio::test]
+async fn two_nodes_on_a_cluster_deliver_every_event_once_through_the_owning_shard_only() {
+    let cluster = RedisCluster::start(3).await;
+    let a = Node::start(on_cluster(&cluster)).await;
+    let b = Node::start(on_cluster(&cluster)).await;
+    let orgs = orgs(6);
+    let mut shards_used = std::collections::BTreeSet::new();
+    for org in &orgs {
+        shards_used.insert(cluster.owner(&format!("gw:org:{org}")).await);
+    }
+    assert!(shards_used.len() >= 2, "the rooms spread over several shards");
+
+    // One client per org on each node.
+    let mut clients = Vec::new();
+    for (i, org) in orgs.iter().enumerate() {
+        for node in [&a, &b] {
+            let mut client = Resumer::new(token(&format!("{i}{}", node.addr.port()), Some(org), &[], 3600));
+            client.connect(&node.ws_url()).await.unwrap();
+            clients.push((org.clone(), client));
+        }
+    }
+    for org in &orgs {
+        let channel = format!("gw:org:{org}");
+        let owner = cluster.owner(&channel).await;
+        for shard in 0..3 {
+            let wanted = if shard == owner { 2 } else { 0 };
+            assert_eq!(
+                cluster.shard_numsub(shard, &channel).await,
+                wanted,
+                "SHARDNUMSUB {channel} on shard {shard} (owner {owner})"
+            );
+            assert_eq!(cluster.numsub(shard, &channel).await, 0, "no classic subscription");
+        }
+    }
+
+    // Durable events through either node's API and through FCALL on the
+    // owning shard: contiguous offsets, each delivered once on both nodes.
+    const PER_ROOM: u64 = 30;
+    for i in 1..=PER_ROOM {
+        for org in &orgs {
+            let room = format!("org:{org}");
+            let offset = match i % 3 {
+                0 => api_publish(&a, &room, i).await,
+                1 => api_publish(&b, &room, i).await,
+                _ => cluster.fcall_publish(&room, &event(i)).await.ok(),
+            };
+            assert_eq!(offset, Some(i), "offset of event {i} in {room}");
+        }
+    }
+    for (org, client) in &mut clients {
+        let room = format!("org:{org}");
+        assert_eq!(client.read_until(&room, PER_ROOM).await, Stop::Reached, "{room}");
+        assert_eq!(client.ledger.room(&room).audit(PER_ROOM), CLEAN, "{room}");
+    }
+
+    // Plain SPUBLISH (at-most-once, no offset) reaches both nodes too.
+    let mut plain = Client::user(&a, "p1", Some("o0"), &[]).await;
+    let mut plain_b = Client::user(&b, "p2", Some("o0"), &[]).await;
+    assert_eq!(cluster.spublish("org:o0", &event(0)).await, 2, "both nodes receive it");
+    for client in [&mut plain, &mut plain_b] {
+        let frame = client.recv_type("event").await;
+        assert_eq!(frame["room"], "org:o0");
+        assert!(frame.get("offset").is_none(), "plain publish has no offset: {frame}");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_shard_keeps_clients_connected_and_resuming_clients_recover() {
+    let mut cluster = RedisCluster::start(3).await;
+    let node = Node::start(on_cluster(&cluster)).await;
+    let room = "org:acme";
+    let owner = cluster.owner("gw:org:acme").await;
+    let mut stays = Resumer::new(token("1", Some("acme"), &[], 3600));
+    stays.connect(&node.ws_url()).await.unwrap();
+    let mut leaves = Resumer::new(token("2", Some("acme"), &[], 3600));
+    leaves.connect(&node.ws_url()).await.unwrap();
+    // A room on another shard, whose events during the outage must arrive.
+    let mut other_org = None;
+    for org in orgs(12) {
+        if cluster.owner(&format!("gw:org:{org}")).await != owner {
+            other_org = Some(org);
+            break;
+        }
+    }
+    let other_org = other_org.expect("a room on another shard");
+    let other_room = format!("org:{other_org}");
+    let mut elsewhere = Resumer::new(token("3", Some(&other_org), &[], 3600));
+    elsewhere.connect(&node.ws_url()).await.unwrap();
+
+    for i in 1..=5 {
+        assert_eq!(api_publish(&node, room, i).await, Some(i));
+    }
+    assert_eq!(stays.read_until(room, 5).await, Stop::Reached);
+    assert_eq!(leaves.read_until(room, 5).await, Stop::Reached);
+    leaves.drop_connection();
+
+    cluster.kill(owner).await;
+    // The other shards keep taking events meanwhile. The node may not get
+    // them live (its cluster client reconnects as a whole), so they reach
+    // its clients through the repair after it re-subscribes: nothing lost.
+    assert_eq!(cluster.fcall_publish(&other_room, &event(1)).await, Ok(1));
+    cluster.restart(owner).await;
+
+    // The node re-subscribes on the restarted shard; publishes resume with
+    // the offsets the shard's AOF kept.
+    wait_for("FCALL on the restarted shard", || {
+        let cluster = &cluster;
+        async move { cluster.fcall_publish(room, &event(6)).await == Ok(6) }
+    })
+    .await;
+    node.wait_ready().await;
+    for i in 7..=10 {
+        assert_eq!(api_publish(&node, room, i).await, Some(i));
+    }
+    assert_eq!(stays.read_until(room, 10).await, Stop::Reached, "the connected client");
+    assert_eq!(stays.ledger.room(room).audit(10), CLEAN);
+    assert_eq!(stays.welcomes, 1, "it stayed connected throughout");
+
+    let welcome = leaves.connect(&node.ws_url()).await.unwrap();
+    assert_eq!(welcome["recovered"][room], true, "{welcome}");
+    assert_eq!(leaves.read_until(room, 10).await, Stop::Reached);
+    assert_eq!(leaves.ledger.room(room).audit(10), CLEAN);
+
+    assert_eq!(elsewhere.read_until(&other_room, 1).await, Stop::Reached);
+    assert_eq!(api_publish(&node, &other_room, 2).await, Some(2));
+    assert_eq!(elsewhere.read_until(&other_room, 2).await, Stop::Reached);
+    assert_eq!(elsewhere.ledger.room(&other_room).audit(2), CLEAN);
+}
+
+#[tokio::test]
+async fn a_migrated_slot_is_followed_with_nothing_lost() {
+    let cluster = RedisCluster::start(3).await;
+    let node = Node::start(on_cluster(&cluster)).await;
+    let (room, channel) = ("org:acme", "gw:org:acme");
+    let mut client = Resumer::new(token("1", Some("acme"), &[], 3600));
+    client.connect(&node.ws_url()).await.unwrap();
+    for i in 1..=3 {
+        assert_eq!(api_publish(&node, room, i).await, Some(i));
+    }
+    assert_eq!(client.read_until(room, 3).await, Stop::Reached);
+
+    let from = cluster.owner(channel).await;
+    let to = (from + 1) % 3;
+    cluster.move_slot(channel, to).await;
+    // Published on the new owner before the node has re-subscribed there:
+    // the node's repair after re-subscribing delivers them.
+    for i in 4..=6 {
+        assert_eq!(
+            cluster.fcall_publish(room, &event(i)).await,
+            Ok(i),
+            "history moved with the slot"
+        );
+    }
+    wait_for("the node to subscribe on the slot's new owner", || {
+        let cluster = &cluster;
+        async move { cluster.shard_numsub(to, channel).await == 1 }
+    })
+    .await;
+    assert_eq!(
+        cluster.shard_numsub(from, channel).await,
+        0,
+        "nothing left on the old owner"
+    );
+    for i in 7..=9 {
+        assert_eq!(api_publish(&node, room, i).await, Some(i));
+    }
+    assert_eq!(client.read_until(room, 9).await, Stop::Reached);
+    assert_eq!(client.ledger.room(room).audit(9), CLEAN);
+    assert_eq!(client.welcomes, 1, "it stayed connected throughout");
+}
+
+#[tokio::test]
+async fn sentinel_mode_follows_the_promoted_replica() {
+    let mut set = SentinelSet::start().await;
+    let node = Node::start(NodeOptions::redis_url(&set.url()).env("WSGATE_REDIS_MODE", "sentinel")).await;
+    let mut client = Client::user(&node, "1", Some("acme"), &[]).await;
+    node.publish("org:acme", "before", json!(1)).await;
+    assert_eq!(client.recv_type("event").await["event"], "before");
+
+    set.kill_master().await;
+    let replica = set.replica_port;
+    wait_for("the Sentinel to promote the replica", || {
+        let set = &set;
+        async move { set.current_master().await == replica }
+    })
+    .await;
+    node.wait_ready().await;
+    // Ready means re-subscribed on the new master: a publish there arrives.
+    wait_for("a publish on the promoted master to reach the node", || {
+        let node = &node;
+        async move {
+            let status = node
+                .api(reqwest::Method::POST, "/api/v1/publish")
+                .json(&json!({"rooms": ["org:acme"], "event": "after", "data": 2}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            status == 202
+        }
+    })
+    .await;
+    assert_eq!(client.recv_type("event").await["event"], "after");
+    assert_eq!(
+        common::resp(replica, &["PUBSUB", "NUMSUB", "gw:org:acme"])
+            .await
+            .map(|r| common::topologies::last_integer(&r))
+            .unwrap_or(0),
+        1,
+        "the node subscribed on the promoted replica"
+    );
+}
+
+#[tokio::test]
+async fn tls_is_verified_against_the_configured_ca() {
+    let redis = TlsRedis::start().await;
+    let node =
+        Node::start(NodeOptions::redis_url(&redis.url()).env("WSGATE_REDIS_CA_FILE", redis.ca_file.display())).await;
+    let mut client = Client::user(&node, "1", Some("acme"), &[]).await;
+    node.publish("org:acme", "over-tls", json!(1)).await;
+    assert_eq!(client.recv_type("event").await["event"], "over-tls");
+
+    // A CA that did not sign the server's certificate: the node never
+    // connects, says why, and stays unready (its clients are refused rather
+    // than served without events).
+    let log = common::temp_dir("tls-refused").join("node.log");
+    let refused = Node::spawn(
+        NodeOptions::redis_url(&redis.url())
+            .env("WSGATE_REDIS_CA_FILE", redis.other_ca_file.display())
+            .env("WSGATE_LOG", "info")
+            .log_to(&log),
+    )
+    .await;
+    wait_for("the node to log the certificate failure", || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).unwrap_or_default().to_lowercase();
+            text.contains("certificate")
+        }
+    })
+    .await;
+    assert_eq!(refused.status("/ready").await, 503);
+    // The verified node is unaffected.
+    node.publish("org:acme", "still", json!(2)).await;
+    assert_eq!(client.recv_type("event").await["event"], "still");
+}
