@@ -260,7 +260,7 @@ async fn sentinel_mode_follows_the_promoted_replica() {
 }
 
 #[tokio::test]
-async fn tls_is_verified_against_the_configured_ca() {
+async fn tls_is_verified_against_the_configured_ca_and_the_acl_user_logs_in() {
     let redis = TlsRedis::start().await;
     let node =
         Node::start(NodeOptions::redis_url(&redis.url()).env("WSGATE_REDIS_CA_FILE", redis.ca_file.display())).await;
@@ -288,6 +288,27 @@ async fn tls_is_verified_against_the_configured_ca() {
     })
     .await;
     assert_eq!(refused.status("/ready").await, 503);
+
+    // The right CA but a wrong password for the ACL user: refused, and said.
+    let log = common::temp_dir("acl-refused").join("node.log");
+    let denied = Node::spawn(
+        NodeOptions::redis_url(&redis.url_with_password("wrong"))
+            .env("WSGATE_REDIS_CA_FILE", redis.ca_file.display())
+            .env("WSGATE_LOG", "info")
+            .log_to(&log),
+    )
+    .await;
+    wait_for("the node to log the refused login", || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("WRONGPASS") || text.to_lowercase().contains("auth")
+        }
+    })
+    .await;
+    assert_eq!(denied.status("/ready").await, 503);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("wrong@"), "the password is not logged: {text}");
     // The verified node is unaffected.
     node.publish("org:acme", "still", json!(2)).await;
     assert_eq!(client.recv_type("event").await["event"], "still");

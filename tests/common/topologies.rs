@@ -343,7 +343,7 @@ impl SentinelSet {
 // ---------------------------------------------------------------- tls
 
 /// A `redis-server` serving only TLS, with a certificate for 127.0.0.1
-/// signed by a CA made for the test.
+/// signed by a CA made for the test, and one ACL user.
 pub struct TlsRedis {
     pub port: u16,
     pub ca_file: PathBuf,
@@ -397,6 +397,17 @@ impl TlsRedis {
             .arg("--tls-ca-cert-file")
             .arg(&ca_file)
             .args(["--tls-auth-clients", "no"])
+            // ACL: the default user is off; only `wsgate` may log in.
+            .args(["--user", "default", "off"])
+            .args([
+                "--user",
+                "wsgate",
+                "on",
+                &format!(">{TLS_REDIS_PASSWORD}"),
+                "~*",
+                "&*",
+                "+@all",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -416,7 +427,15 @@ impl TlsRedis {
         }
     }
 
+    /// `rediss://` with the ACL user and its password.
     pub fn url(&self) -> String {
-        format!("rediss://127.0.0.1:{}", self.port)
+        self.url_with_password(TLS_REDIS_PASSWORD)
+    }
+
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!("rediss://wsgate:{password}@127.0.0.1:{}", self.port)
     }
 }
+
+/// The password of the TLS server's ACL user `wsgate`.
+pub const TLS_REDIS_PASSWORD: &str = "tls-test-password";
