@@ -186,9 +186,14 @@ MUST_FAIL = [
         "extraEnv sets WSGATE_JWT_SECRET_FILE, but the chart sets WSGATE_JWT_SECRET from jwt.*",
     ),
     (
-        "rediss:// URL",
-        ["--set", "jwt.existingSecret=k", "--set", "redis.url=rediss://r:6379"],
-        "must start with redis://",
+        "a Redis URL of another scheme",
+        ["--set", "jwt.existingSecret=k", "--set", "redis.url=http://r:6379"],
+        "must start with redis:// or rediss://",
+    ),
+    (
+        "a Redis CA without rediss://",
+        ["--set", "jwt.existingSecret=k", "--set", "redis.url=redis://r:6379", "--set", "redis.caExistingSecret=ca"],
+        "redis.caExistingSecret verifies TLS",
     ),
     (
         "grace period shorter than the drain",

@@ -306,8 +306,11 @@ when more than one replica may run without Redis.
 {{- if and $redis.url $redis.existingSecret }}
 {{- fail "wsgate: set either redis.url or redis.existingSecret, not both" }}
 {{- end }}
-{{- if and $redis.url (not (hasPrefix "redis://" $redis.url)) }}
-{{- fail (printf "wsgate: redis.url must start with redis:// (this build of wsgate's Redis client has no TLS, so rediss:// would never connect; sentinel and cluster URLs are not supported either)") }}
+{{- if and $redis.url (not (or (hasPrefix "redis://" $redis.url) (hasPrefix "rediss://" $redis.url))) }}
+{{- fail "wsgate: redis.url must start with redis:// or rediss:// (TLS); list several seeds comma-separated, and set config.redis.mode for a cluster or Sentinels" }}
+{{- end }}
+{{- if and $redis.url $redis.caExistingSecret (not (hasPrefix "rediss://" $redis.url)) }}
+{{- fail "wsgate: redis.caExistingSecret verifies TLS, but redis.url is not rediss:// (wsgate would exit 64)" }}
 {{- end }}
 {{- $max := include "wsgate.maxReplicas" . | int }}
 {{- if and (gt $max 1) (not (or $redis.url $redis.existingSecret)) }}
