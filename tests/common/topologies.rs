@@ -245,6 +245,50 @@ impl RedisCluster {
         wait_pong(self.ports[i]).await;
         self.wait_ok().await;
     }
+
+    /// Add a replica of master `i` (`redis-cli --cluster add-node
+    /// --cluster-slave`); its index among `ports`, once it is in sync.
+    pub async fn add_replica(&mut self, i: usize) -> usize {
+        let replica = self.ports.len();
+        self.ports.push(free_port());
+        self.bus_ports.push(free_port());
+        self.dirs.push(temp_dir("cluster"));
+        let child = self.spawn(replica);
+        self.children.push(Some(child));
+        wait_pong(self.ports[replica]).await;
+        let master_id = self.cmd(i, &["CLUSTER", "MYID"]).await;
+        let master_id = master_id.lines().nth(1).unwrap_or_default().trim().to_string();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", self.ports[replica]))
+            .arg(format!("127.0.0.1:{}", self.ports[i]))
+            .args(["--cluster-slave", "--cluster-master-id", &master_id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli");
+        assert!(status.success(), "redis-cli --cluster add-node failed");
+        let port = self.ports[replica];
+        wait_for("the replica to sync with its master", || async move {
+            let info = resp(port, &["INFO", "replication"]).await.unwrap_or_default();
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        })
+        .await;
+        self.wait_ok().await;
+        replica
+    }
+
+    /// Wait until node `i` is a master serving slots (after a failover).
+    pub async fn wait_master(&self, i: usize) {
+        let port = self.ports[i];
+        wait_for("the replica to be promoted", || async move {
+            let info = resp(port, &["INFO", "replication"]).await.unwrap_or_default();
+            let state = resp(port, &["CLUSTER", "INFO"]).await.unwrap_or_default();
+            info.contains("role:master") && state.contains("cluster_state:ok")
+        })
+        .await;
+    }
 }
 
 // ---------------------------------------------------------------- sentinel
