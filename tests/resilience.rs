@@ -12,6 +12,36 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
+async fn a_node_started_before_redis_connects_once_redis_is_up() {
+    let mut redis = Redis::start().await;
+    redis.kill().await;
+    let log = temp_dir("late-redis").join("node.log");
+    let node = Node::spawn(NodeOptions::redis(&redis).log_to(&log)).await;
+    assert_eq!(node.status("/health").await, 200, "alive without Redis");
+    assert_eq!(node.status("/ready").await, 503, "not ready without Redis");
+    // Its first attempt has failed: from here on only a retry can connect.
+    wait_for("the node to log the refused connection", || {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("redis connection error")
+        }
+    })
+    .await;
+
+    redis.restart().await;
+    node.wait_ready().await;
+    let mut client = Client::user(&node, "42", Some("acme"), &[]).await;
+    wait_for("the node's subscription", || async {
+        redis.numsub("gw:org:acme").await == 1
+    })
+    .await;
+    redis.publish("gw:org:acme", r#"{"event":"late","data":1}"#).await;
+    assert_eq!(client.recv_type("event").await["event"], "late");
+}
+
+#[tokio::test]
 async fn redis_loss_keeps_clients_and_recovers_every_room() {
     let mut redis = Redis::start().await;
     let node = Node::start(NodeOptions::redis(&redis)).await;

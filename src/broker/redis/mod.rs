@@ -128,9 +128,11 @@ impl RedisBroker {
         tokio::spawn(read_messages(shared.clone(), sink.clone()));
         // The connection tasks run (and reconnect) on their own; their
         // handles are not needed.
+        // Listen for errors before connecting: the first attempt's is the
+        // one that says why.
+        tokio::spawn(log_connection_errors(shared.subscriber.error_rx()));
         drop(shared.subscriber.connect());
         drop(shared.publisher.connect());
-        tokio::spawn(log_connection_errors(shared.subscriber.error_rx()));
         tokio::spawn(supervise(shared.clone(), sink));
         Ok(Self { shared })
     }

@@ -83,6 +83,10 @@ fn servers(url: &str, config: &RedisConfig) -> Result<Config, String> {
         }
         None
     };
+    // A node may start before Redis (a rollout, a cold cluster): keep
+    // retrying the first connection as any later one, rather than give up
+    // on its first error and stay unready for good.
+    fred.fail_fast = false;
     Ok(fred)
 }
 
