@@ -296,6 +296,12 @@ async fn redis_history_is_shared_by_nodes_and_backends_through_fcall() {
         keys.contains("{gw:orders:7}:h") && keys.contains("{gw:orders:7}:m"),
         "{keys}"
     );
+    // The history lives ttl_s (600) after the last event, the position a
+    // day (so a quiet room's clients still resume with recovered:true).
+    let ttl = common::topologies::last_integer(&redis.cmd(&["TTL", "{gw:orders:7}:h"]).await);
+    assert!((590..=600).contains(&ttl), "stream TTL {ttl}");
+    let ttl = common::topologies::last_integer(&redis.cmd(&["TTL", "{gw:orders:7}:m"]).await);
+    assert!(ttl > 24 * 3600 - 10, "position TTL {ttl}");
 
     // History lost (as when Redis restarts without persistence): a new epoch.
     redis.cmd(&["FLUSHALL"]).await;

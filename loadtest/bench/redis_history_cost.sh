@@ -4,7 +4,11 @@
 # payload, in the same run, on a Redis of its own. One subscriber (a
 # redis-cli SUBSCRIBE) receives both, so both pay the same fan-out.
 #
-#   loadtest/bench/redis_history_cost.sh [events] [rounds]
+#   loadtest/bench/redis_history_cost.sh [events] [rounds] [subscribers]
+#
+# subscribers (default 1): how many connections SUBSCRIBE to the room, as
+# that many gateway nodes serving it would; both commands pay each one.
+# WSGATE_BIN picks the gateway binary (default target/release/wsgate).
 #
 # Prints one line per round and the median ratio. Needs redis-server,
 # redis-cli, redis-benchmark and a built gateway (target/release/wsgate),
@@ -13,13 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 EVENTS=${1:-200000}
 ROUNDS=${2:-3}
+SUBSCRIBERS=${3:-1}
+WSGATE_BIN=${WSGATE_BIN:-target/release/wsgate}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 WS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DIR=$(mktemp -d)
-cleanup() { kill "${SUB:-}" "${REDIS:-}" "${NODE:-}" 2>/dev/null || true; rm -rf "$DIR"; }
+SUBS=()
+cleanup() { kill "${SUBS[@]}" "${REDIS:-}" "${NODE:-}" 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-[ -x target/release/wsgate ] || cargo build --release --bin wsgate
+[ -x "$WSGATE_BIN" ] || cargo build --release --bin wsgate
 redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$DIR" >/dev/null &
 REDIS=$!
 until redis-cli -p "$PORT" PING >/dev/null 2>&1; do sleep 0.05; done
@@ -27,15 +34,17 @@ until redis-cli -p "$PORT" PING >/dev/null 2>&1; do sleep 0.05; done
 # A node loads the library on connect; then it is not needed.
 WSGATE_JWT_SECRET=redis-history-cost-secret-0123456789 WSGATE_LISTEN=127.0.0.1:$WS_PORT \
   WSGATE_REDIS_URL=redis://127.0.0.1:$PORT WSGATE_HISTORY_NAMESPACES=org WSGATE_LOG=warn \
-  target/release/wsgate >/dev/null &
+  "$WSGATE_BIN" >/dev/null &
 NODE=$!
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WS_PORT/ready")" = 200 ]; do sleep 0.1; done
 kill "$NODE"; wait "$NODE" 2>/dev/null || true; NODE=
 redis-cli -p "$PORT" FUNCTION LIST LIBRARYNAME wsgate | grep -q wsgate_publish
 
-redis-cli -p "$PORT" SUBSCRIBE gw:org:bench >/dev/null &
-SUB=$!
-sleep 0.3
+for _ in $(seq 1 "$SUBSCRIBERS"); do
+  redis-cli -p "$PORT" SUBSCRIBE gw:org:bench >/dev/null &
+  SUBS+=($!)
+done
+until [ "$(redis-cli -p "$PORT" PUBSUB NUMSUB gw:org:bench | tail -1)" = "$SUBSCRIBERS" ]; do sleep 0.05; done
 
 PAYLOAD='{"event":"order:updated","data":{"id":7,"status":"shipped","items":[1,2,3],"note":"left at the door"}}'
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$REDIS/stat"; }
