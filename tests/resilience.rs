@@ -20,15 +20,7 @@ async fn a_node_started_before_redis_connects_once_redis_is_up() {
     assert_eq!(node.status("/health").await, 200, "alive without Redis");
     assert_eq!(node.status("/ready").await, 503, "not ready without Redis");
     // Its first attempt has failed: from here on only a retry can connect.
-    wait_for("the node to log the refused connection", || {
-        let log = log.clone();
-        async move {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("redis connection error")
-        }
-    })
-    .await;
+    wait_for_log(&log, "redis connection error").await;
 
     redis.restart().await;
     node.wait_ready().await;

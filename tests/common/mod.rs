@@ -72,6 +72,15 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Wait until the log file at `path` holds `needle`; its text then.
+pub async fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
+    wait_for(&format!("the log to say {needle:?}"), || async move {
+        std::fs::read_to_string(path).unwrap_or_default().contains(needle)
+    })
+    .await;
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
 /// Poll `check` until it is true, or fail after [`PATIENCE`].
 pub async fn wait_for<F, Fut>(what: &str, mut check: F)
 where
