@@ -44,6 +44,9 @@ pub struct Presence {
     /// A std mutex: held for map updates, never across an await.
     state: Mutex<State>,
     wake: Notify,
+    /// Held for every write: the tracker's and the final one at shutdown
+    /// run one after the other, so the last state is the last written.
+    writing: tokio::sync::Mutex<()>,
     /// Weak: the broker holds the hub, which holds this.
     broker: OnceLock<Weak<dyn Broker>>,
 }
@@ -70,6 +73,7 @@ impl Presence {
             node: format!("{node_id}-{:08x}", fastrand::u32(..)),
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
             broker: OnceLock::new(),
         })
     }
@@ -193,6 +197,7 @@ impl Presence {
 
     /// Write every pending change; on failure they stay pending.
     pub async fn flush(&self) -> Result<(), BrokerError> {
+        let _writing = self.writing.lock().await;
         let updates = self.take_dirty();
         if updates.is_empty() {
             return Ok(());
@@ -207,6 +212,7 @@ impl Presence {
     /// Heartbeat every room this node holds; rooms whose entry is gone are
     /// written in full.
     async fn beat(&self) {
+        let _writing = self.writing.lock().await;
         let rooms: Vec<RoomName> = self.state().rooms.keys().cloned().collect();
         if rooms.is_empty() {
             return;

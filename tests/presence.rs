@@ -197,6 +197,24 @@ async fn a_killed_nodes_users_are_gone_within_the_ttl() {
 }
 
 #[tokio::test]
+async fn a_draining_nodes_users_leave_at_once() {
+    let redis = Redis::start().await;
+    // A TTL longer than the test's patience: the leave can only come from
+    // the drain, not from the entry expiring.
+    let long = |id| options(&redis, id).env("WSGATE_PRESENCE_TTL_S", 60);
+    let (mut a, b) = tokio::join!(Node::start(long("pa")), Node::start(long("pb")));
+    let mut observer = member(&b, "7", "chat:1").await;
+    expect_change(&mut observer, "join", "chat:1", "7").await;
+    let _tab = member(&a, "42", "chat:1").await;
+    expect_change(&mut observer, "join", "chat:1", "42").await;
+
+    a.signal("TERM");
+    expect_change(&mut observer, "leave", "chat:1", "42").await;
+    assert_eq!(users(&b, "chat:1").await, json!([{"user_id":"7","connections":1}]));
+    assert!(a.wait_exit(Duration::from_secs(10)).await.is_some_and(|s| s.success()));
+}
+
+#[tokio::test]
 async fn refused_reads_leave_the_connection_and_the_node_serving() {
     let mut redis = Redis::start().await;
     let (a, _b) = two_nodes(&redis).await;
