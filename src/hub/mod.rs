@@ -810,6 +810,65 @@ mod tests {
     }
 
     #[test]
+    fn presence_markers_become_join_and_leave_frames_for_the_rooms_members() {
+        let hub = hub();
+        let room = RoomName::new("chat:1").unwrap();
+        let a = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        let outside = hub.register("8".into(), addr(), Transport::WebSocket).unwrap();
+        join(&hub, &room, &a);
+        hub.deliver("chat:1", presence_wire::marker(true, "42"));
+        hub.deliver("chat:1", presence_wire::marker(false, "42"));
+        assert_eq!(
+            drain(&a),
+            vec![
+                r#"{"type":"join","room":"chat:1","user_id":"42"}"#,
+                r#"{"type":"leave","room":"chat:1","user_id":"42"}"#
+            ]
+        );
+        assert!(drain(&outside).is_empty());
+    }
+
+    #[tokio::test]
+    async fn membership_changes_reach_the_presence_tracker() {
+        let config = crate::config::PresenceConfig {
+            namespaces: vec!["chat".into()],
+            ..Default::default()
+        };
+        let sink = hub();
+        let broker: Arc<dyn Broker> = Arc::new(crate::broker::memory::MemoryBroker::new(
+            sink,
+            &Default::default(),
+            &config,
+        ));
+        let hub = hub();
+        let presence = Presence::new(config, "n1");
+        presence.attach_broker(&broker);
+        hub.attach_presence(presence.clone());
+        let (chat, own) = (RoomName::new("chat:1").unwrap(), RoomName::new("user:7").unwrap());
+        let a = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        let b = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        for conn in [&a, &b] {
+            join(&hub, &chat, conn);
+            join(&hub, &own, conn);
+        }
+        presence.flush().await.unwrap();
+        let listed = |n| {
+            vec![crate::broker::presence::Member {
+                user_id: "7".into(),
+                connections: n,
+            }]
+        };
+        assert_eq!(presence.list(&chat).await.unwrap(), listed(2));
+        assert!(presence.list(&own).await.unwrap().is_empty(), "user: has no presence");
+        assert!(hub.leave(&chat, &a));
+        presence.flush().await.unwrap();
+        assert_eq!(presence.list(&chat).await.unwrap(), listed(1));
+        hub.unregister(&b);
+        presence.flush().await.unwrap();
+        assert!(presence.list(&chat).await.unwrap().is_empty());
+    }
+
+    #[test]
     fn external_ids_round_trip() {
         let hub = hub();
         assert_eq!(hub.local_id(&hub.external_id(255)), Some(255));
