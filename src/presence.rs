@@ -18,6 +18,7 @@
 //! entries, so a failed write is simply retried with the newer state.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -33,8 +34,11 @@ use crate::room::RoomName;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Rooms per broker call (one pipeline each).
 const MAX_BATCH: usize = 500;
-/// Wait before retrying a write that failed.
+/// Wait before retrying a write that failed, doubled per failure in a row
+/// up to [`RETRY_MAX`]. (A broker that comes back calls [`Presence::resync`],
+/// which writes at once.)
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct Presence {
     config: PresenceConfig,
@@ -47,6 +51,8 @@ pub struct Presence {
     /// Held for every write: the tracker's and the final one at shutdown
     /// run one after the other, so the last state is the last written.
     writing: tokio::sync::Mutex<()>,
+    /// Writes failed in a row: the retry back-off, and one warning a streak.
+    failures: AtomicU32,
     /// Weak: the broker holds the hub, which holds this.
     broker: OnceLock<Weak<dyn Broker>>,
 }
@@ -74,6 +80,7 @@ impl Presence {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             writing: tokio::sync::Mutex::new(()),
+            failures: AtomicU32::new(0),
             broker: OnceLock::new(),
         })
     }
@@ -185,7 +192,7 @@ impl Presence {
                     () = me.wake.notified() => {
                         tokio::time::sleep(BATCH_WINDOW).await;
                         if me.flush().await.is_err() {
-                            tokio::time::sleep(RETRY_AFTER).await;
+                            tokio::time::sleep(me.retry_after()).await;
                             me.wake.notify_one();
                         }
                     }
@@ -193,6 +200,13 @@ impl Presence {
                 }
             }
         });
+    }
+
+    fn retry_after(&self) -> Duration {
+        let failures = self.failures.load(Ordering::Relaxed).min(8);
+        RETRY_AFTER
+            .saturating_mul(1 << failures.saturating_sub(1))
+            .min(RETRY_MAX)
     }
 
     /// Write every pending change; on failure they stay pending.
@@ -249,10 +263,17 @@ impl Presence {
                 Ok(live) => {
                     Metrics::presence_updates("ok", batch.len());
                     applied.extend(live);
+                    if self.failures.swap(0, Ordering::Relaxed) > 0 {
+                        tracing::info!("presence updates written again");
+                    }
                 }
                 Err(error) => {
                     Metrics::presence_updates("error", batch.len());
-                    tracing::warn!(%error, rooms = batch.len(), "presence update failed; retrying");
+                    if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(%error, rooms = batch.len(), "presence update failed; retrying");
+                    } else {
+                        tracing::debug!(%error, rooms = batch.len(), "presence update failed again");
+                    }
                     return Err(error);
                 }
             }
