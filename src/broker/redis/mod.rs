@@ -218,29 +218,34 @@ impl Shared {
     /// lost it). Without it durable publishes fail, but pub/sub still works,
     /// so a failure is logged and the node goes on.
     async fn load_library(&self) {
-        if let Some((source, version)) = &self.library {
-            match self
-                .with_timeout(functions::load(&self.publisher, source, self.sharded))
-                .await
-            {
-                Ok(()) => tracing::info!(%version, "loaded the wsgate function library"),
-                Err(error) => tracing::error!(
-                    %error,
-                    "cannot load the wsgate function library (needs Redis 7+): durable publishes will fail"
-                ),
-            }
+        let Some((source, version)) = &self.library else { return };
+        match self
+            .with_timeout(functions::load(&self.publisher, source, self.sharded))
+            .await
+        {
+            Ok(()) => tracing::info!(%version, "loaded the wsgate function library"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot load the wsgate function library (needs Redis 7+): durable publishes will fail"
+            ),
         }
-        if let Some((source, version)) = &self.presence_library {
-            match self
-                .with_timeout(functions::load(&self.publisher, source, self.sharded))
-                .await
-            {
-                Ok(()) => tracing::info!(%version, "loaded the wsgate_presence function library"),
-                Err(error) => tracing::error!(
-                    %error,
-                    "cannot load the wsgate_presence function library (needs Redis 7+): presence will fail"
-                ),
-            }
+    }
+
+    /// Load the presence library beside it; without it presence fails (its
+    /// reads and updates are refused), everything else works.
+    async fn load_presence_library(&self) {
+        let Some((source, version)) = &self.presence_library else {
+            return;
+        };
+        match self
+            .with_timeout(functions::load(&self.publisher, source, self.sharded))
+            .await
+        {
+            Ok(()) => tracing::info!(%version, "loaded the wsgate_presence function library"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot load the wsgate_presence function library (needs Redis 7+): presence will fail"
+            ),
         }
     }
 
@@ -275,6 +280,7 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
             resubscribe = true;
         } else if resubscribe || !shared.up.load(Ordering::SeqCst) {
             shared.load_library().await;
+            shared.load_presence_library().await;
             match shared.resubscribe_all().await {
                 Ok(channels) => {
                     resubscribe = false;
