@@ -93,6 +93,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub tls: TlsConfig,
     pub history: HistoryConfig,
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -114,6 +115,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             tls: TlsConfig::default(),
             history: HistoryConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -465,6 +467,81 @@ impl HistoryConfig {
     }
 }
 
+/// Which rooms track who is in them, cluster-wide (docs/PROTOCOL.md §12).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Namespaces whose rooms have presence; `*` for all. Empty: none.
+    pub namespaces: Vec<String>,
+    /// Seconds a node's members outlive its last heartbeat (it beats every
+    /// third of this): how long a dead node's users may still be listed.
+    pub ttl_s: u64,
+    /// Send `join`/`leave` frames to a room's members when a user's first
+    /// connection enters or its last one leaves.
+    pub events: bool,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            ttl_s: 30,
+            events: false,
+        }
+    }
+}
+
+/// Shortest presence TTL (a heartbeat every third of it).
+pub const MIN_PRESENCE_TTL_S: u64 = 1;
+/// Longest presence TTL: one day.
+pub const MAX_PRESENCE_TTL_S: u64 = 24 * 3600;
+
+impl PresenceConfig {
+    /// Whether rooms of `namespace` have presence.
+    pub fn is_tracked(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|ns| ns == "*" || ns == namespace)
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.namespaces.is_empty()
+    }
+
+    /// The TTL in milliseconds (bounded by validation; saturating anyway).
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_s.saturating_mul(1000)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_namespaces("presence.namespaces", &self.namespaces)?;
+        if !(MIN_PRESENCE_TTL_S..=MAX_PRESENCE_TTL_S).contains(&self.ttl_s) {
+            return Err(invalid(
+                "presence.ttl_s",
+                format!("must be from {MIN_PRESENCE_TTL_S} to {MAX_PRESENCE_TTL_S} seconds"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Namespace names as `history.namespaces` and `presence.namespaces` take them.
+fn validate_namespaces(setting: &str, namespaces: &[String]) -> Result<(), ConfigError> {
+    for ns in namespaces {
+        let valid = ns == "*"
+            || (!ns.is_empty()
+                && ns.len() <= crate::room::MAX_NAMESPACE_LEN
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'));
+        if !valid {
+            return Err(invalid(
+                setting,
+                format!("'{ns}' is not a namespace (1-32 of a-z, 0-9, '_', '-') or '*'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Why the configuration cannot be used. The process exits with 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -742,6 +819,7 @@ impl Config {
             return Err(invalid("tls", "set both cert_file and key_file, or neither"));
         }
         self.history.validate()?;
+        self.presence.validate()?;
         if self.redis.reconnect_min_ms == 0 || self.redis.reconnect_max_ms < self.redis.reconnect_min_ms {
             return Err(invalid(
                 "redis.reconnect_min_ms",
@@ -834,6 +912,14 @@ fn list(value: &str) -> Vec<String> {
 
 fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
     value.parse().map_err(|_| format!("'{value}' is not a number"))
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("'{value}' is not a boolean (true or false)")),
+    }
 }
 
 /// Every environment variable the node reads, with where it lands: the
@@ -1041,6 +1127,18 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("WSGATE_HISTORY_TTL_S", |c, v| {
         c.history.ttl_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_PRESENCE_NAMESPACES", |c, v| {
+        c.presence.namespaces = list(v);
+        Ok(())
+    }),
+    ("WSGATE_PRESENCE_TTL_S", |c, v| {
+        c.presence.ttl_s = number(v)?;
+        Ok(())
+    }),
+    ("WSGATE_PRESENCE_EVENTS", |c, v| {
+        c.presence.events = boolean(v)?;
         Ok(())
     }),
     ("WSGATE_TLS_KEY_FILE", |c, v| {
@@ -1272,6 +1370,43 @@ mod tests {
             )
             .unwrap_err();
             assert!(err.to_string().contains("history."), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn presence_from_env_and_bounds() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("WSGATE_JWT_SECRET", LONG_ENOUGH),
+                ("WSGATE_PRESENCE_NAMESPACES", "chat, docs"),
+                ("WSGATE_PRESENCE_TTL_S", "5"),
+                ("WSGATE_PRESENCE_EVENTS", "true"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(config.presence.is_tracked("chat") && config.presence.is_tracked("docs"));
+        assert!(!config.presence.is_tracked("user"));
+        assert_eq!((config.presence.ttl_s, config.presence.events), (5, true));
+        assert!(!Config::default().presence.enabled());
+        for (name, value) in [
+            ("WSGATE_PRESENCE_TTL_S", "0"),
+            ("WSGATE_PRESENCE_TTL_S", "99999999999999999999"),
+            ("WSGATE_PRESENCE_TTL_S", "18446744073709551615"),
+            ("WSGATE_PRESENCE_NAMESPACES", "Chat"),
+            ("WSGATE_PRESENCE_EVENTS", "maybe"),
+        ] {
+            let err = Config::load(
+                None,
+                &env(&[("WSGATE_JWT_SECRET", LONG_ENOUGH), (name, value)]),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("PRESENCE") || err.to_string().contains("presence."),
+                "{name}={value}: {err}"
+            );
         }
     }
 

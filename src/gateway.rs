@@ -18,6 +18,7 @@ use crate::hub::{Admission, Connection, Control, Hub, HubLimits, Settled};
 use crate::limits::IpRateLimiter;
 use crate::metrics::Metrics;
 use crate::permissions::Permissions;
+use crate::presence::Presence;
 use crate::protocol::{BackendEvent, Joined};
 use crate::revocation::Revocation;
 use crate::room::RoomName;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub permissions: Permissions,
     pub hub: Arc<Hub>,
     pub subscriptions: Subscriptions,
+    /// This node's members of presence rooms, kept in the broker.
+    pub presence: Arc<Presence>,
     pub shutdown: Shutdown,
     pub prometheus: Option<PrometheusHandle>,
     pub handshake_limiter: Option<IpRateLimiter>,
@@ -129,12 +132,16 @@ impl Gateway {
             max_per_user: config.limits.max_connections_per_user,
             max_queued_bytes: config.limits.max_queued_bytes,
         };
+        let presence = Presence::new(config.presence.clone(), &node_id);
         let hub = Hub::new(node_id, shards, limits, broker_kind, tails.clone());
+        hub.attach_presence(presence.clone());
         hub.spawn_shedder();
         let broker = broker::from_config(&config, hub.clone())
             .await
             .map_err(|e| e.to_string())?;
         hub.attach_broker(&broker);
+        presence.attach_broker(&broker);
+        presence.spawn();
         let handshake_limiter = (config.limits.handshakes_per_ip > 0.0)
             .then(|| IpRateLimiter::new(config.limits.handshakes_per_ip, config.limits.handshake_burst_per_ip));
         let ws_config = WebSocketConfig::default()
@@ -165,6 +172,7 @@ impl Gateway {
             permissions,
             hub,
             subscriptions: Subscriptions::new(broker, tails),
+            presence,
             shutdown: Shutdown::new(),
             prometheus,
             handshake_limiter,

@@ -22,6 +22,7 @@
 //! | [`idempotency`] | `Idempotency-Key` on API publishes: what each key reached |
 //! | [`revocation`] | tokens revoked by the server API, refused on every node |
 //! | [`permissions`] | roles → grants, the room rules |
+//! | [`presence`] | this node's members of presence rooms, batched into the broker, heartbeated |
 //! | [`room`] | validated room names |
 //! | [`protocol`] | wire frames: parse client commands, encode once |
 //! | [`session`] | one connection's task: reader, batched writer, timers, the close path |
@@ -48,6 +49,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod permissions;
+pub mod presence;
 pub mod protocol;
 pub mod revocation;
 pub mod room;

@@ -43,6 +43,8 @@ pub const BUILD_INFO: &str = "wsgate_build_info";
 pub const MAX_CONNECTIONS: &str = "wsgate_max_connections";
 pub const JWKS_REFRESHES: &str = "wsgate_jwks_refreshes_total";
 pub const QUEUED_BYTES: &str = "wsgate_queued_bytes";
+pub const PRESENCE_UPDATES: &str = "wsgate_presence_updates_total";
+pub const PRESENCE_EVENTS: &str = "wsgate_presence_events_total";
 
 /// The values each labelled metric can carry (docs/PROTOCOL.md §9). The
 /// recording functions below take only these; a debug build asserts it.
@@ -97,6 +99,7 @@ pub mod labels {
         "publish",
         "refresh",
         "ping",
+        "presence",
         "binary",
         "invalid",
     ];
@@ -112,11 +115,21 @@ pub mod labels {
     pub const DROP_REASONS: &[&str] = &["slow_consumer", "broker_lag", "too_large", "queue_limit"];
     pub const PUBLISH_SOURCES: &[&str] = &["api", "client"];
     pub const BROKER_SOURCES: &[&str] = &["redis", "memory"];
-    pub const API_ENDPOINTS: &[&str] = &["publish", "rooms", "connections", "disconnect", "history", "other"];
+    pub const API_ENDPOINTS: &[&str] = &[
+        "publish",
+        "rooms",
+        "connections",
+        "disconnect",
+        "history",
+        "presence",
+        "other",
+    ];
     pub const API_STATUS_CLASSES: &[&str] = &["2xx", "4xx", "5xx"];
     pub const RECOVERY_RESULTS: &[&str] = &["recovered", "not_recovered"];
     pub const RECOVERY_READ_FROM: &[&str] = &["node", "broker"];
     pub const JWKS_RESULTS: &[&str] = &["ok", "error"];
+    pub const PRESENCE_UPDATE_RESULTS: &[&str] = &["ok", "error"];
+    pub const PRESENCE_EVENT_TYPES: &[&str] = &["join", "leave"];
 }
 
 /// In debug builds, refuse a label value the metric does not list: an
@@ -172,7 +185,9 @@ fn register_label_values() {
             counter!(CONNECTIONS_CLOSED, "reason" => *reason, "transport" => transport.label()).increment(0);
         }
     }
-    let single: [(&'static str, &'static str, &[&'static str]); 11] = [
+    let single: [(&'static str, &'static str, &[&'static str]); 13] = [
+        (PRESENCE_UPDATES, "result", labels::PRESENCE_UPDATE_RESULTS),
+        (PRESENCE_EVENTS, "type", labels::PRESENCE_EVENT_TYPES),
         (JWKS_REFRESHES, "result", labels::JWKS_RESULTS),
         (AUTH_FAILURES, "reason", labels::AUTH_FAILURE_REASONS),
         (HANDSHAKES_REFUSED, "reason", labels::HANDSHAKE_REFUSALS),
@@ -255,6 +270,14 @@ fn describe() {
     describe_gauge!(
         QUEUED_BYTES,
         "Bytes queued for this node's sockets, against limits.max_queued_bytes."
+    );
+    describe_counter!(
+        PRESENCE_UPDATES,
+        "Presence room updates (and heartbeats) this node sent to the broker, by result (ok, error)."
+    );
+    describe_counter!(
+        PRESENCE_EVENTS,
+        "Presence join/leave announcements this node received for its members, by type."
     );
     describe_counter!(JWKS_REFRESHES, "Fetches of jwt.jwks_url, by result (ok, error).");
     describe_gauge!(BUILD_INFO, "Always 1; the `version` label is the running build.");
@@ -371,6 +394,16 @@ impl Metrics {
     pub fn jwks_refresh(result: &'static str) {
         listed(labels::JWKS_RESULTS, result);
         counter!(JWKS_REFRESHES, "result" => result).increment(1);
+    }
+
+    pub fn presence_updates(result: &'static str, updates: usize) {
+        listed(labels::PRESENCE_UPDATE_RESULTS, result);
+        counter!(PRESENCE_UPDATES, "result" => result).increment(updates as u64);
+    }
+
+    pub fn presence_event(kind: &'static str) {
+        listed(labels::PRESENCE_EVENT_TYPES, kind);
+        counter!(PRESENCE_EVENTS, "type" => kind).increment(1);
     }
 
     pub fn history_published(source: &'static str) {

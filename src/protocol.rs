@@ -78,6 +78,10 @@ pub enum Command {
     Refresh {
         token: String,
     },
+    /// The room's users, cluster-wide.
+    Presence {
+        room: RoomName,
+    },
     Ping,
 }
 
@@ -90,6 +94,7 @@ impl Command {
             Command::Unsubscribe { .. } => "unsubscribe",
             Command::Publish { .. } => "publish",
             Command::Refresh { .. } => "refresh",
+            Command::Presence { .. } => "presence",
             Command::Ping => "ping",
         }
     }
@@ -189,6 +194,7 @@ impl ClientFrame {
                 .token
                 .map(|token| Command::Refresh { token })
                 .ok_or("missing 'token'".to_string()),
+            Some("presence") => room(raw.room).map(|room| Command::Presence { room }),
             Some("ping") => Ok(Command::Ping),
             Some(other) => Err(format!("unknown frame type '{}'", truncate(other, 32))),
             None => Err("missing 'type'".to_string()),
@@ -535,6 +541,39 @@ pub fn encode_refresh_ack(
             .iter()
             .map(|(room, joined)| (room.as_str(), PositionJson::from(&joined.position)))
             .collect(),
+    })
+}
+
+/// `{"type":"join"|"leave","room":..,"user_id":..}`: a user's first
+/// connection entered `room`, or its last one left.
+pub fn encode_presence_change(kind: &'static str, room: &str, user_id: &str) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Change<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        user_id: &'a str,
+    }
+    encode(&Change { kind, room, user_id })
+}
+
+#[derive(Serialize)]
+struct PresenceReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    room: &'a str,
+    users: &'a [crate::broker::presence::Member],
+}
+
+/// The reply to `presence`: the room's users, cluster-wide.
+pub fn encode_presence(reference: Option<&str>, room: &str, users: &[crate::broker::presence::Member]) -> Utf8Bytes {
+    encode(&PresenceReply {
+        kind: "presence",
+        reference,
+        room,
+        users,
     })
 }
 

@@ -135,6 +135,14 @@ pub async fn run(gw: Arc<Gateway>) -> Result<(), String> {
             "sockets still open after the drain grace"
         );
     }
+    // The last leaves, so other nodes do not list this one's users until
+    // their entries expire.
+    if tokio::time::timeout(Duration::from_secs(1), gw.presence.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("presence: last update not written in time; the entries expire within presence.ttl_s");
+    }
     gw.broker().close().await;
     tracing::info!("stopped");
     Ok(())

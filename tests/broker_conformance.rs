@@ -2,7 +2,8 @@
 //! guarantees documented on `wsgate::broker` hold for `memory` and for
 //! `redis` (against a real redis-server, and against a real 3-master Redis
 //! Cluster on sharded pub/sub): pub/sub, and the history of durable rooms
-//! (offsets, epochs, trimming, reads).
+//! (offsets, epochs, trimming, reads), and presence (counts summed over
+//! nodes, the first join and the last leave announced, dead nodes expiring).
 
 mod common;
 
@@ -14,9 +15,10 @@ use common::topologies::RedisCluster;
 use common::{Redis, wait_for};
 use tokio::sync::mpsc;
 use wsgate::broker::memory::MemoryBroker;
+use wsgate::broker::presence::{Member, RoomUpdate};
 use wsgate::broker::redis::RedisBroker;
 use wsgate::broker::{Broker, EventSink, history};
-use wsgate::config::{HistoryConfig, RedisConfig, RedisMode};
+use wsgate::config::{HistoryConfig, PresenceConfig, RedisConfig, RedisMode};
 use wsgate::room::RoomName;
 
 #[derive(Debug, PartialEq)]
@@ -66,13 +68,26 @@ fn history_config() -> HistoryConfig {
     }
 }
 
+/// `chat:` rooms have presence, with events and a short TTL.
+fn presence_config() -> PresenceConfig {
+    PresenceConfig {
+        namespaces: vec!["chat".into()],
+        ttl_s: 2,
+        events: true,
+    }
+}
+
 type Factory = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Probe>>>>;
 
 fn memory_factory() -> Factory {
     Box::new(|| {
         Box::pin(async {
             let (tx, rx) = mpsc::unbounded_channel();
-            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(Arc::new(Recorder(tx)), &history_config()));
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
+                Arc::new(Recorder(tx)),
+                &history_config(),
+                &presence_config(),
+            ));
             Probe { broker, received: rx }
         })
     })
@@ -92,7 +107,15 @@ fn redis_factory_in(url: String, mode: RedisMode) -> Factory {
                 ..RedisConfig::default()
             };
             let broker: Arc<dyn Broker> = Arc::new(
-                RedisBroker::connect(&url, &config, &history_config(), 60 * 1024, Arc::new(Recorder(tx))).unwrap(),
+                RedisBroker::connect(
+                    &url,
+                    &config,
+                    &history_config(),
+                    &presence_config(),
+                    60 * 1024,
+                    Arc::new(Recorder(tx)),
+                )
+                .unwrap(),
             );
             let up = broker.clone();
             wait_for("redis broker up", || {
@@ -229,10 +252,155 @@ async fn history_suite(new_probe: &Factory) {
     );
 }
 
+fn set(room: &RoomName, users: &[(&str, u32)], replace: bool) -> RoomUpdate {
+    RoomUpdate {
+        room: room.clone(),
+        users: users.iter().map(|(u, n)| (Arc::from(*u), *n)).collect(),
+        replace,
+    }
+}
+
+fn members(list: &[(&str, u64)]) -> Vec<Member> {
+    list.iter()
+        .map(|(user, n)| Member {
+            user_id: user.to_string(),
+            connections: *n,
+        })
+        .collect()
+}
+
+/// Presence as every broker gives it: two node ids on one broker stand for
+/// two nodes.
+async fn presence_suite(new_probe: &Factory) {
+    let mut node = new_probe().await;
+    let chat = room(&format!("chat:{:x}", fastrand::u64(..)));
+    let other = room(&format!("chat:{:x}", fastrand::u64(..)));
+    node.broker.subscribe(&chat).await.unwrap();
+    node.broker.subscribe(&other).await.unwrap();
+    let broker = node.broker.clone();
+    let marker = |text: &str| Received::Event(chat.as_str().into(), text.into());
+    assert!(broker.presence(&chat).await.unwrap().is_empty(), "nobody yet");
+
+    // A user's first connection anywhere is announced; counts of nodes add up.
+    assert_eq!(
+        broker
+            .presence_update("n1", &[set(&chat, &[("42", 2)], false)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(node.next().await, marker("__p:j:42"));
+    assert_eq!(
+        broker
+            .presence_update("n2", &[set(&chat, &[("42", 1), ("7", 1)], false)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        node.next().await,
+        marker("__p:j:7"),
+        "42 was already in: no second join"
+    );
+    assert_eq!(broker.presence(&chat).await.unwrap(), members(&[("42", 3), ("7", 1)]));
+
+    // A heartbeat changes nothing and says whether the node is in the room.
+    let beats = [RoomUpdate::beat(chat.clone()), RoomUpdate::beat(other.clone())];
+    assert_eq!(broker.presence_update("n1", &beats).await.unwrap(), vec![true, false]);
+    assert_eq!(broker.presence(&chat).await.unwrap(), members(&[("42", 3), ("7", 1)]));
+
+    // A user still on another node does not leave; its last connection does.
+    assert_eq!(
+        broker.presence_update("n1", &[set(&chat, &[], true)]).await.unwrap(),
+        vec![false],
+        "an empty full update takes the node out"
+    );
+    assert_eq!(broker.presence(&chat).await.unwrap(), members(&[("42", 1), ("7", 1)]));
+    assert_eq!(
+        broker
+            .presence_update("n2", &[set(&chat, &[("7", 1)], true)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(node.next().await, marker("__p:l:42"));
+    assert_eq!(broker.presence(&chat).await.unwrap(), members(&[("7", 1)]));
+
+    // One call, several rooms, in order.
+    let batch = [
+        set(&chat, &[("7", 0)], false),
+        set(&other, &[("9", 1)], false),
+        set(&chat, &[("8", 4)], false),
+    ];
+    assert_eq!(
+        broker.presence_update("n2", &batch).await.unwrap(),
+        vec![false, true, true]
+    );
+    // (In order per room: in a cluster, rooms on two shards reach the node
+    // by two connections.)
+    let mut got = vec![node.next().await, node.next().await, node.next().await];
+    got.retain(|r| *r != Received::Event(other.as_str().into(), "__p:j:9".into()));
+    assert_eq!(got, vec![marker("__p:l:7"), marker("__p:j:8")]);
+    assert_eq!(broker.presence(&chat).await.unwrap(), members(&[("8", 4)]));
+    assert_eq!(broker.presence(&other).await.unwrap(), members(&[("9", 1)]));
+
+    // Nothing else was announced.
+    broker.publish(&chat, Bytes::from_static(b"sentinel")).await.unwrap();
+    assert_eq!(node.next().await, marker("sentinel"));
+}
+
+/// A node that stops updating drops out within the TTL; the next update of
+/// the room by another node announces the users it took away.
+async fn presence_expiry_suite(new_probe: &Factory) {
+    let mut node = new_probe().await;
+    let chat = room(&format!("chat:{:x}", fastrand::u64(..)));
+    node.broker.subscribe(&chat).await.unwrap();
+    let broker = node.broker.clone();
+    let marker = |text: &str| Received::Event(chat.as_str().into(), text.into());
+    broker
+        .presence_update("dead", &[set(&chat, &[("5", 1), ("6", 1)], false)])
+        .await
+        .unwrap();
+    broker
+        .presence_update("alive", &[set(&chat, &[("6", 1)], false)])
+        .await
+        .unwrap();
+    assert_eq!(node.next().await, marker("__p:j:5"));
+    assert_eq!(node.next().await, marker("__p:j:6"));
+    // "alive" beats; "dead" does not.
+    wait_for("the dead node's users gone", || {
+        let broker = broker.clone();
+        let chat = chat.clone();
+        async move {
+            broker
+                .presence_update("alive", &[RoomUpdate::beat(chat.clone())])
+                .await
+                .unwrap()
+                == vec![true]
+                && broker.presence(&chat).await.unwrap() == members(&[("6", 1)])
+        }
+    })
+    .await;
+    assert_eq!(
+        node.next().await,
+        marker("__p:l:5"),
+        "only the user on no live node leaves"
+    );
+    // A heartbeat of the expired node finds it gone: the tracker writes it again.
+    assert_eq!(
+        broker
+            .presence_update("dead", &[RoomUpdate::beat(chat.clone())])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+}
+
 #[tokio::test]
 async fn memory_broker_conforms() {
     single_node_suite(&memory_factory()).await;
     history_suite(&memory_factory()).await;
+    presence_suite(&memory_factory()).await;
     assert_eq!(memory_factory()().await.broker.kind(), "memory");
 }
 
@@ -250,6 +418,29 @@ async fn redis_broker_conforms() {
     let redis = Redis::start().await;
     single_node_suite(&redis_factory(redis.url())).await;
     history_suite(&redis_factory(redis.url())).await;
+    presence_suite(&redis_factory(redis.url())).await;
+}
+
+#[tokio::test]
+async fn redis_presence_expires_dead_nodes_and_keeps_to_the_rooms_slot() {
+    let redis = Redis::start().await;
+    presence_expiry_suite(&redis_factory(redis.url())).await;
+    let keys = redis.cmd(&["KEYS", "*"]).await;
+    assert!(keys.contains(":pn"), "{keys}");
+    for key in keys.lines().filter(|l| l.contains(":pn") || l.contains(":pu:")) {
+        assert!(key.starts_with("{gw:chat:") && key.contains("}:p"), "{key}");
+    }
+    // Every key expires on its own.
+    for key in keys.lines().filter(|l| l.starts_with("{gw:chat:")) {
+        let ttl: i64 = redis
+            .cmd(&["PTTL", key])
+            .await
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .unwrap_or(-1);
+        assert!(ttl > 0 || ttl == -2, "{key} has a TTL ({ttl})");
+    }
 }
 
 #[tokio::test]
@@ -378,6 +569,8 @@ async fn redis_cluster_broker_conforms() {
     let factory = redis_factory_in(cluster.url(), RedisMode::Cluster);
     single_node_suite(&factory).await;
     history_suite(&factory).await;
+    presence_suite(&factory).await;
+    presence_expiry_suite(&factory).await;
 }
 
 #[tokio::test]

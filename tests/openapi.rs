@@ -27,6 +27,7 @@ const NOT_PROVOKED: &[(&str, &str, u16)] = &[
     ("post", "/api/v1/publish", 503),
     ("post", "/api/v1/disconnect", 503),
     ("get", "/api/v1/rooms/{room}/history", 503),
+    ("get", "/api/v1/rooms/{room}/presence", 503),
     // Draining, or a JWKS never loaded: the 200 answer has the same schema.
     ("get", "/ready", 503),
 ];
@@ -38,12 +39,14 @@ const METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PUT, Method::DE
 const DURABLE: &str = "orders:1";
 const PLAIN: &str = "chat:1";
 
-/// The test node: memory broker, `orders:` rooms keep history.
+/// The test node: memory broker, `orders:` rooms keep history, `org:`
+/// rooms have presence.
 async fn node() -> Node {
     Node::start(
         NodeOptions::memory()
             .node_id("oa-n1")
-            .env("WSGATE_HISTORY_NAMESPACES", "orders"),
+            .env("WSGATE_HISTORY_NAMESPACES", "orders")
+            .env("WSGATE_PRESENCE_NAMESPACES", "org"),
     )
     .await
 }
@@ -453,6 +456,7 @@ fn every_api_path_the_server_routes_is_documented() {
         "/api/v1/rooms",
         "/api/v1/connections",
         "/api/v1/rooms/{room}/history",
+        "/api/v1/rooms/{room}/presence",
         "/api/v1/openapi.json",
     ];
     let api: BTreeSet<&str> = documented
@@ -495,6 +499,7 @@ async fn the_server_answers_as_the_document_says() {
 
     publish_cases(&mut doc, &node).await;
     history_cases(&mut doc, &node).await;
+    presence_cases(&mut doc, &node).await;
     listing_cases(&mut doc, &node).await;
     disconnect_cases(&mut doc, &node).await;
     assert_eq!(leaving.closed().await.0, 4001, "disconnect closed the user's socket");
@@ -626,6 +631,21 @@ async fn history_cases(doc: &mut Doc, node: &Node) {
         .await;
     doc.send(node, Case::get(HISTORY, 400).path("room", "Bad")).await;
     let answer = doc.send(node, Case::get(HISTORY, 404).path("room", PLAIN)).await;
+    assert_eq!(answer.json()["error"]["code"], "not_found");
+}
+
+async fn presence_cases(doc: &mut Doc, node: &Node) {
+    const PRESENCE: &str = "/api/v1/rooms/{room}/presence";
+    let answer = doc.send(node, Case::get(PRESENCE, 200).path("room", "org:acme")).await;
+    let value = answer.json();
+    assert!(
+        !value["data"].as_array().expect("users").is_empty(),
+        "the members are listed: {value}"
+    );
+    doc.send(node, Case::get(PRESENCE, 200).path("room", "org:nobody"))
+        .await;
+    doc.send(node, Case::get(PRESENCE, 400).path("room", "Bad")).await;
+    let answer = doc.send(node, Case::get(PRESENCE, 404).path("room", PLAIN)).await;
     assert_eq!(answer.json()["error"]["code"], "not_found");
 }
 

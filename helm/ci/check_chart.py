@@ -393,6 +393,7 @@ SECTION_STRUCT = {
     "limits": "LimitsConfig",
     "shutdown": "ShutdownConfig",
     "history": "HistoryConfig",
+    "presence": "PresenceConfig",
     "permissions": "PermissionsConfig",
 }
 # Keys of `config:` that the chart passes by environment, not in the file.

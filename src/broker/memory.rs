@@ -5,8 +5,13 @@
 //! Durable rooms keep their history here, in the process: the same size and
 //! TTL as in Redis, trimmed exactly; an epoch is made per room when it is
 //! first used, so every restart of the process starts new epochs.
+//!
+//! Presence is kept here too, per node id as in Redis (one process is one
+//! node, but the semantics are the broker's: counts summed over nodes, the
+//! first join and the last leave announced). Nothing expires: a process
+//! that dies takes its members with it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,8 +21,9 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::history::{self, HistoryPage, Position};
+use super::presence::{self as presence_wire, Applied, Member, RoomUpdate};
 use super::{Broker, BrokerError, EventSink};
-use crate::config::HistoryConfig;
+use crate::config::{HistoryConfig, PresenceConfig};
 use crate::idempotency::{MemoryKeys, Reached};
 use crate::revocation::Revocation;
 use crate::room::RoomName;
@@ -37,6 +43,20 @@ pub struct MemoryBroker {
     size: usize,
     ttl: Duration,
     idempotency: MemoryKeys,
+    /// Per room, per node, per user: connections. A std lock: held for a
+    /// map update, never across an await.
+    presence: Mutex<HashMap<RoomName, PresenceRoom>>,
+    presence_events: bool,
+}
+
+/// One room's presence: node → user → connections.
+type PresenceRoom = HashMap<String, HashMap<Arc<str>, u32>>;
+
+fn total(room: &PresenceRoom, user: &str) -> u64 {
+    room.values()
+        .filter_map(|users| users.get(user))
+        .map(|&n| u64::from(n))
+        .sum()
 }
 
 /// One durable room's history.
@@ -77,7 +97,7 @@ impl RoomLog {
 }
 
 impl MemoryBroker {
-    pub fn new(sink: Arc<dyn EventSink>, history: &HistoryConfig) -> Self {
+    pub fn new(sink: Arc<dyn EventSink>, history: &HistoryConfig, presence: &PresenceConfig) -> Self {
         // In-process: up for as long as the node runs.
         metrics::gauge!(crate::metrics::BROKER_UP).set(1.0);
         let logs: Arc<DashMap<RoomName, Arc<Mutex<RoomLog>>>> = Arc::new(DashMap::new());
@@ -92,7 +112,54 @@ impl MemoryBroker {
             idempotency: MemoryKeys::default(),
             size: history.size.max(1),
             ttl,
+            presence: Mutex::new(HashMap::new()),
+            presence_events: presence.events,
         }
+    }
+
+    /// Apply one update to the room's state; the announcements it makes.
+    fn apply_presence(
+        &self,
+        node: &str,
+        update: &RoomUpdate,
+        rooms: &mut HashMap<RoomName, PresenceRoom>,
+    ) -> Vec<Bytes> {
+        let state = rooms.entry(update.room.clone()).or_default();
+        let mut changed: Vec<(Arc<str>, u32)> = update.users.clone();
+        if update.replace
+            && let Some(mine) = state.get(node)
+        {
+            for user in mine.keys() {
+                if !update.users.iter().any(|(u, _)| u == user) {
+                    changed.push((user.clone(), 0));
+                }
+            }
+        }
+        let before: Vec<u64> = changed.iter().map(|(user, _)| total(state, user)).collect();
+        let mine = state.entry(node.to_string()).or_default();
+        for (user, count) in &changed {
+            if *count > 0 {
+                mine.insert(user.clone(), *count);
+            } else {
+                mine.remove(user);
+            }
+        }
+        if mine.is_empty() {
+            state.remove(node);
+        }
+        let mut announced = Vec::new();
+        if self.presence_events {
+            for ((user, _), before) in changed.iter().zip(before) {
+                let after = total(state, user);
+                if (before == 0) != (after == 0) {
+                    announced.push(presence_wire::marker(after > 0, user));
+                }
+            }
+        }
+        if state.is_empty() {
+            rooms.remove(&update.room);
+        }
+        announced
     }
 
     fn with_rooms<T>(&self, f: impl FnOnce(&mut HashSet<RoomName>) -> T) -> T {
@@ -203,6 +270,51 @@ impl Broker for MemoryBroker {
             }
         });
         futures_util::future::ready(Ok(page)).boxed()
+    }
+
+    fn presence_update<'a>(
+        &'a self,
+        node: &'a str,
+        updates: &'a [RoomUpdate],
+    ) -> BoxFuture<'a, Result<Applied, BrokerError>> {
+        let mut applied = Vec::with_capacity(updates.len());
+        for update in updates {
+            // Announced under the lock, as Redis publishes inside the
+            // function: a room's joins and leaves keep their order.
+            let mut rooms = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+            let live = if update.is_beat() {
+                rooms.get(&update.room).is_some_and(|state| state.contains_key(node))
+            } else {
+                let announced = self.apply_presence(node, update, &mut rooms);
+                if self.is_subscribed(update.room.as_str()) {
+                    for marker in announced {
+                        self.sink.deliver(update.room.as_str(), marker);
+                    }
+                }
+                rooms.get(&update.room).is_some_and(|state| state.contains_key(node))
+            };
+            applied.push(live);
+        }
+        futures_util::future::ready(Ok(applied)).boxed()
+    }
+
+    fn presence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        let rooms = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+        for users in rooms.get(room).into_iter().flat_map(|state| state.values()) {
+            for (user, count) in users {
+                let sum = sums.entry(user).or_default();
+                *sum = sum.saturating_add(u64::from(*count));
+            }
+        }
+        let members = sums
+            .into_iter()
+            .map(|(user_id, connections)| Member {
+                user_id: user_id.to_string(),
+                connections,
+            })
+            .collect();
+        futures_util::future::ready(Ok(members)).boxed()
     }
 
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {

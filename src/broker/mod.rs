@@ -21,10 +21,17 @@
 //!   published after it resolves is delivered;
 //! - the node is subscribed only to rooms it asked for: no pattern
 //!   subscription, so a node receives traffic only for rooms it serves;
+//! - [`Broker::presence_update`] sets one node's members of a room (counts
+//!   per user) and [`Broker::presence`] sums the counts of every node whose
+//!   entry is live: a node that stops updating drops out after
+//!   `presence.ttl_s`. With `presence.events`, a user's first connection
+//!   anywhere and its last one leaving are published to the room as
+//!   [`presence::marker`]s, decided on the summed counts;
 //! - the sink is called from the broker's reader and must not block it.
 
 pub mod history;
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use std::sync::Arc;
@@ -85,6 +92,15 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
         max_gap: u64,
     ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>>;
+    /// Apply `node`'s presence updates, in one round trip; per update,
+    /// whether the node's entry in the room is live after it.
+    fn presence_update<'a>(
+        &'a self,
+        node: &'a str,
+        updates: &'a [presence::RoomUpdate],
+    ) -> BoxFuture<'a, Result<presence::Applied, BrokerError>>;
+    /// The users in `room` on every live node, by user id.
+    fn presence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<Vec<presence::Member>, BrokerError>>;
     /// Send a control message to every node, this one included.
     fn publish_control(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// Keep `user`'s revocation where nodes that start or reconnect later
@@ -145,9 +161,14 @@ pub async fn from_config(
             url.expose(),
             &config.redis,
             &config.history,
+            &config.presence,
             config.limits.max_event_bytes,
             sink,
         )?)),
-        None => Ok(Arc::new(memory::MemoryBroker::new(sink, &config.history))),
+        None => Ok(Arc::new(memory::MemoryBroker::new(
+            sink,
+            &config.history,
+            &config.presence,
+        ))),
     }
 }

@@ -89,8 +89,14 @@ fn endpoint_name(path: &str) -> &'static str {
         "/api/v1/connections" => "connections",
         "/api/v1/disconnect" => "disconnect",
         p if history_room(p).is_some() => "history",
+        p if presence_room(p).is_some() => "presence",
         _ => "other",
     }
+}
+
+/// The room of `/api/v1/rooms/<room>/presence`.
+fn presence_room(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/rooms/")?.strip_suffix("/presence")
 }
 
 /// The room of `/api/v1/rooms/<room>/history`.
@@ -140,7 +146,8 @@ async fn dispatch(gw: &Arc<Gateway>, req: Request<Incoming>) -> ApiResult {
         (Method::GET, "/api/v1/connections") => connections(gw, &query),
         (method, "/api/v1/openapi.json") => openapi(&method),
         (Method::GET, p) if history_room(p).is_some() => history(gw, history_room(p).unwrap_or(""), &query).await,
-        (_, p) if history_room(p).is_some() => Err(ApiError::new(
+        (Method::GET, p) if presence_room(p).is_some() => presence(gw, presence_room(p).unwrap_or("")).await,
+        (_, p) if history_room(p).is_some() || presence_room(p).is_some() => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed on this endpoint",
@@ -340,6 +347,32 @@ async fn history(gw: &Gateway, room: &str, query: &str) -> ApiResult {
             "data": events,
             "meta": {"room": room.as_str(), "epoch": &*page.position.epoch, "offset": page.position.offset,
                      "since": since, "limit": limit, "node": gw.hub.node_id()},
+        }),
+    ))
+}
+
+/// `GET /api/v1/rooms/<room>/presence`: the room's users on every node,
+/// by user id, with their connection counts.
+async fn presence(gw: &Gateway, room: &str) -> ApiResult {
+    let room = RoomName::new(room).map_err(|e| ApiError::bad_request(format!("room: {e}")))?;
+    if !gw.presence.tracks(&room) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{room} has no presence (its namespace is not in presence.namespaces)"),
+        ));
+    }
+    let users = gw.presence.list(&room).await.map_err(|e| {
+        tracing::warn!(%room, error = %e, "API presence read failed");
+        ApiError::unavailable()
+    })?;
+    let connections: u64 = users.iter().map(|u| u.connections).fold(0, u64::saturating_add);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "data": users,
+            "meta": {"room": room.as_str(), "users": users.len(), "connections": connections, "scope": "cluster",
+                     "ttl_s": gw.config.presence.ttl_s, "node": gw.hub.node_id()},
         }),
     ))
 }

@@ -10,7 +10,8 @@
 //! The hub is the one owner of membership: a connection becomes a member of
 //! a room here ([`Hub::admit`], then [`Hub::settle`] for a durable room that
 //! needed a history read) and stops being one here ([`Hub::leave`],
-//! [`Hub::unregister`]).
+//! [`Hub::unregister`]), and each change is reported to [`Presence`] for
+//! the rooms that have it.
 //!
 //! Fan-out encodes an event's client frame once and pushes the same
 //! refcounted bytes to every member, shard by shard, without awaiting and
@@ -34,10 +35,11 @@ use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::broker::{Broker, EventSink, HistoryPage, Position, history};
+use crate::broker::{Broker, EventSink, HistoryPage, Position, history, presence as presence_wire};
 use crate::close::CloseReason;
 use crate::metrics::Metrics;
-use crate::protocol::{BackendEvent, Joined, encode_event};
+use crate::presence::Presence;
+use crate::protocol::{BackendEvent, Joined, encode_event, encode_presence_change};
 use crate::revocation::{Revocation, Revocations};
 use crate::room::RoomName;
 pub use connection::{Batch, ConnId, Connection, Pushed, Queued, Transport};
@@ -131,6 +133,8 @@ pub struct Hub {
     node_queue: Arc<NodeQueue>,
     /// Tokens revoked by the server API, refused on this node.
     revocations: Revocations,
+    /// Told of every membership change in a presence room.
+    presence: OnceLock<Arc<Presence>>,
     me: Weak<Hub>,
 }
 
@@ -155,6 +159,7 @@ impl Hub {
             broker: OnceLock::new(),
             repairs: tokio::sync::Semaphore::new(CONCURRENT_REPAIRS),
             revocations: Revocations::default(),
+            presence: OnceLock::new(),
             me: me.clone(),
             node_id,
             shards: (0..shards).map(|_| Shard { rooms: DashMap::new() }).collect(),
@@ -172,6 +177,28 @@ impl Hub {
     /// Give the hub the broker it reads repairs from.
     pub fn attach_broker(&self, broker: &Arc<dyn Broker>) {
         let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    /// Give the hub the presence tracker it reports membership to.
+    pub fn attach_presence(&self, presence: Arc<Presence>) {
+        let _ = self.presence.set(presence);
+    }
+
+    /// `conn` is in `room` now (its room list; the member map is separate).
+    fn add_room(&self, room: &RoomName, conn: &Connection) {
+        conn.add_room(room.clone());
+        if let Some(presence) = self.presence.get() {
+            presence.joined(room, &conn.user_id);
+        }
+    }
+
+    /// `conn` is out of `room`; false if it was not in it.
+    fn drop_room(&self, room: &RoomName, conn: &Connection) -> bool {
+        let was_in = conn.remove_room(room);
+        if was_in && let Some(presence) = self.presence.get() {
+            presence.left(room, &conn.user_id);
+        }
+        was_in
     }
 
     /// Bytes queued for this node's sockets now.
@@ -300,6 +327,9 @@ impl Hub {
         let rooms = conn.take_rooms();
         for room in &rooms {
             self.remove_member(room, conn);
+            if let Some(presence) = self.presence.get() {
+                presence.left(room, &conn.user_id);
+            }
         }
         if let dashmap::Entry::Occupied(mut entry) = self.users.entry(conn.user_id.clone()) {
             entry.get_mut().retain(|c| c.id != conn.id);
@@ -324,11 +354,11 @@ impl Hub {
     ) -> Admission {
         let Some(tail) = self.tails.get(room.as_str()) else {
             self.insert_member(room, conn);
-            conn.add_room(room.clone());
+            self.add_room(room, conn);
             return Admission::Live(None);
         };
         let mut tail = durable::lock(&tail);
-        conn.add_room(room.clone());
+        self.add_room(room, conn);
         match tail.hold(conn, since, Instant::now()) {
             Hold::Served {
                 position,
@@ -377,7 +407,7 @@ impl Hub {
             }
             Resolved::Ahead(position) => Settled::Ahead {
                 position,
-                release: conn.remove_room(room),
+                release: self.drop_room(room, conn),
             },
             Resolved::Gone => Settled::Gone,
         };
@@ -389,7 +419,7 @@ impl Hub {
     /// caller must release the room's subscription.
     pub fn abandon(&self, room: &RoomName, conn: &Connection) -> bool {
         self.remove_member(room, conn);
-        conn.remove_room(room)
+        self.drop_room(room, conn)
     }
 
     fn queue_joined(
@@ -501,7 +531,7 @@ impl Hub {
 
     /// Remove `conn` from `room`; false if it was not a member.
     pub fn leave(&self, room: &RoomName, conn: &Connection) -> bool {
-        if conn.remove_room(room) {
+        if self.drop_room(room, conn) {
             self.remove_member(room, conn);
             true
         } else {
@@ -607,6 +637,16 @@ impl Hub {
 impl EventSink for Hub {
     fn deliver(&self, room: &str, message: Bytes) {
         let received_at = Instant::now();
+        if let Some(marker) = presence_wire::unmark(&message) {
+            // A join or leave: not an event, no position, past any tail.
+            let (kind, frame) = match marker {
+                presence_wire::Marker::Join(user) => ("join", encode_presence_change("join", room, user)),
+                presence_wire::Marker::Leave(user) => ("leave", encode_presence_change("leave", room, user)),
+            };
+            Metrics::presence_event(kind);
+            self.fan_out(room, &frame, None, received_at);
+            return;
+        }
         self.received.increment(1);
         let parsed = history::unframe(&message)
             .ok_or_else(|| "malformed durable event header".to_string())
@@ -656,6 +696,10 @@ impl EventSink for Hub {
         // Revocations stored before this node started, or while it was cut
         // off from Redis, reached Redis but not this node.
         self.reload_revocations();
+        // What Redis held of this node's presence may be lost with it.
+        if let Some(presence) = self.presence.get() {
+            presence.resync();
+        }
     }
 
     fn resubscribed(&self) {
@@ -763,6 +807,65 @@ mod tests {
         ));
         assert_eq!(a.closing(), Some(CloseReason::Disconnected("banned".into())));
         assert_eq!(b.closing(), None);
+    }
+
+    #[test]
+    fn presence_markers_become_join_and_leave_frames_for_the_rooms_members() {
+        let hub = hub();
+        let room = RoomName::new("chat:1").unwrap();
+        let a = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        let outside = hub.register("8".into(), addr(), Transport::WebSocket).unwrap();
+        join(&hub, &room, &a);
+        hub.deliver("chat:1", presence_wire::marker(true, "42"));
+        hub.deliver("chat:1", presence_wire::marker(false, "42"));
+        assert_eq!(
+            drain(&a),
+            vec![
+                r#"{"type":"join","room":"chat:1","user_id":"42"}"#,
+                r#"{"type":"leave","room":"chat:1","user_id":"42"}"#
+            ]
+        );
+        assert!(drain(&outside).is_empty());
+    }
+
+    #[tokio::test]
+    async fn membership_changes_reach_the_presence_tracker() {
+        let config = crate::config::PresenceConfig {
+            namespaces: vec!["chat".into()],
+            ..Default::default()
+        };
+        let sink = hub();
+        let broker: Arc<dyn Broker> = Arc::new(crate::broker::memory::MemoryBroker::new(
+            sink,
+            &Default::default(),
+            &config,
+        ));
+        let hub = hub();
+        let presence = Presence::new(config, "n1");
+        presence.attach_broker(&broker);
+        hub.attach_presence(presence.clone());
+        let (chat, own) = (RoomName::new("chat:1").unwrap(), RoomName::new("user:7").unwrap());
+        let a = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        let b = hub.register("7".into(), addr(), Transport::WebSocket).unwrap();
+        for conn in [&a, &b] {
+            join(&hub, &chat, conn);
+            join(&hub, &own, conn);
+        }
+        presence.flush().await.unwrap();
+        let listed = |n| {
+            vec![crate::broker::presence::Member {
+                user_id: "7".into(),
+                connections: n,
+            }]
+        };
+        assert_eq!(presence.list(&chat).await.unwrap(), listed(2));
+        assert!(presence.list(&own).await.unwrap().is_empty(), "user: has no presence");
+        assert!(hub.leave(&chat, &a));
+        presence.flush().await.unwrap();
+        assert_eq!(presence.list(&chat).await.unwrap(), listed(1));
+        hub.unregister(&b);
+        presence.flush().await.unwrap();
+        assert!(presence.list(&chat).await.unwrap().is_empty());
     }
 
     #[test]

@@ -179,7 +179,7 @@ mod tests {
     async fn subscribes_on_first_join_and_unsubscribes_after_last_leave() {
         let seen = Arc::new(Seen::default());
         let history = crate::config::HistoryConfig::default();
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(seen.clone(), &history));
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(seen.clone(), &history, &Default::default()));
         let subs = Subscriptions::with_linger(broker.clone(), Arc::new(Tails::new(history)), Duration::ZERO);
         let room = RoomName::new("org:acme").unwrap();
         subs.acquire(&room).await.unwrap();
@@ -198,7 +198,7 @@ mod tests {
     async fn a_room_left_and_joined_again_within_the_linger_is_never_unsubscribed() {
         let seen = Arc::new(Seen::default());
         let history = crate::config::HistoryConfig::default();
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(seen.clone(), &history));
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(seen.clone(), &history, &Default::default()));
         let subs = Subscriptions::new(broker.clone(), Arc::new(Tails::new(history)));
         let room = RoomName::new("org:acme").unwrap();
         let delivered = || seen.0.lock().unwrap().len();

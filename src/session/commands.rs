@@ -1,5 +1,5 @@
 //! Client commands (docs/PROTOCOL.md §2): subscribe, unsubscribe, publish, refresh,
-//! ping. Each answers with `ack`/`pong` or an `error` carrying the request's
+//! presence (§12), ping. Each answers with `ack`/`pong` or an `error` carrying the request's
 //! `ref`; a refused command never ends the connection.
 
 use super::publisher::MAX_IN_FLIGHT;
@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::permissions::Action;
 use crate::protocol::{
     BackendEvent, ClientFrame, Command, ErrorCode, encode_ack, encode_ack_with_position, encode_error, encode_pong,
-    encode_refresh_ack,
+    encode_presence, encode_refresh_ack,
 };
 use crate::room::RoomName;
 
@@ -48,6 +48,7 @@ impl Session {
                 self.publish(reference, room, payload).await
             }
             Command::Refresh { token } => self.refresh(reference, &token).await,
+            Command::Presence { room } => self.presence(reference, room).await,
             Command::Ping => self.reply(encode_pong(reference)),
         }
         None
@@ -104,6 +105,31 @@ impl Session {
             ),
             Err(JoinError::Broker(error)) => {
                 tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "subscribe failed");
+                self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
+            }
+        }
+    }
+
+    /// The room's users, cluster-wide: for whoever may subscribe to it.
+    async fn presence(&mut self, reference: Option<&str>, room: RoomName) {
+        if !self.gw.permissions.allows(&self.identity, &room, Action::Read) {
+            return self.reply_error(
+                reference,
+                ErrorCode::Forbidden,
+                &format!("not allowed to subscribe to {room}, so not to list its presence"),
+            );
+        }
+        if !self.gw.presence.tracks(&room) {
+            return self.reply_error(
+                reference,
+                ErrorCode::BadRequest,
+                &format!("{room} has no presence (its namespace is not in presence.namespaces)"),
+            );
+        }
+        match self.gw.presence.list(&room).await {
+            Ok(users) => self.reply(encode_presence(reference, room.as_str(), &users)),
+            Err(error) => {
+                tracing::warn!(conn_id = %self.conn_id, user_id = %self.identity.user_id, %room, %error, "presence read failed");
                 self.reply_error(reference, ErrorCode::Internal, "broker unavailable: retry later");
             }
         }

@@ -1,8 +1,8 @@
 //! The Redis broker (fred): one SUBSCRIBE per room this node serves, a
 //! second connection to PUBLISH (and to call the history functions), and a
 //! supervisor that, after every (re)connect, loads the Function library
-//! ([`functions`]) and re-subscribes every live room before it reports the
-//! broker up again.
+//! ([`functions`], and [`presence`]'s when presence is on) and re-subscribes
+//! every live room before it reports the broker up again.
 //!
 //! In cluster mode ([`servers`] builds the connection settings of each mode)
 //! rooms use sharded pub/sub: `SSUBSCRIBE` and `SPUBLISH` go to the shard
@@ -27,11 +27,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
 pub mod functions;
+pub mod presence;
 pub mod servers;
 
 use super::history::{HistoryPage, Position};
+use super::presence::{Applied, Member, RoomUpdate};
 use super::{Broker, BrokerError, EventSink, control_channel, idempotency_key, revocations_key, room_channel};
-use crate::config::{HistoryConfig, RedisConfig, RedisMode};
+use crate::config::{HistoryConfig, PresenceConfig, RedisConfig, RedisMode};
 use crate::idempotency::{self, Reached};
 use crate::metrics::Metrics;
 use crate::revocation::Revocation;
@@ -72,6 +74,8 @@ struct Shared {
     timeout: Duration,
     /// The Function library to load on every connect; None without history.
     library: Option<(String, String)>,
+    /// The presence library (`wsgate_presence`); None without presence.
+    presence_library: Option<(String, String)>,
 }
 
 fn backend(err: Error) -> BrokerError {
@@ -85,6 +89,7 @@ impl RedisBroker {
         url: &str,
         config: &RedisConfig,
         history: &HistoryConfig,
+        presence: &PresenceConfig,
         max_event_bytes: usize,
         sink: Arc<dyn EventSink>,
     ) -> Result<Self, BrokerError> {
@@ -122,6 +127,9 @@ impl RedisBroker {
             library: history
                 .enabled()
                 .then(|| functions::library(&config.channel_prefix, history, max_event_bytes, sharded)),
+            presence_library: presence
+                .enabled()
+                .then(|| presence::library(&config.channel_prefix, presence, sharded)),
         });
         // The reader subscribes to fred's message stream before connecting,
         // so nothing received on the first connection is missed.
@@ -229,6 +237,24 @@ impl Shared {
         }
     }
 
+    /// Load the presence library beside it; without it presence fails (its
+    /// reads and updates are refused), everything else works.
+    async fn load_presence_library(&self) {
+        let Some((source, version)) = &self.presence_library else {
+            return;
+        };
+        match self
+            .with_timeout(functions::load(&self.publisher, source, self.sharded))
+            .await
+        {
+            Ok(()) => tracing::info!(%version, "loaded the wsgate_presence function library"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot load the wsgate_presence function library (needs Redis 7+): presence will fail"
+            ),
+        }
+    }
+
     /// Subscribe the control channel and every wanted room, in chunks.
     async fn resubscribe_all(&self) -> Result<usize, BrokerError> {
         let mut channels: Vec<String> = self.wanted().iter().cloned().collect();
@@ -284,6 +310,7 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
             resubscribe = true;
         } else if resubscribe || !shared.up.load(Ordering::SeqCst) {
             shared.load_library().await;
+            shared.load_presence_library().await;
             match shared.resubscribe_all().await {
                 Ok(channels) => {
                     resubscribe = false;
@@ -471,6 +498,36 @@ impl Broker for RedisBroker {
             let channel = shared.channel_to_publish(room)?;
             shared
                 .with_timeout(functions::history(&shared.publisher, channel, since, limit, max_gap))
+                .await
+        }
+        .boxed()
+    }
+
+    fn presence_update<'a>(
+        &'a self,
+        node: &'a str,
+        updates: &'a [RoomUpdate],
+    ) -> BoxFuture<'a, Result<Applied, BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.can_publish() {
+                return Err(BrokerError::Unavailable);
+            }
+            shared
+                .with_timeout(presence::update(&shared.publisher, &shared.prefix, node, updates))
+                .await
+        }
+        .boxed()
+    }
+
+    fn presence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<Vec<Member>, BrokerError>> {
+        async move {
+            let shared = &self.shared;
+            if !shared.can_publish() {
+                return Err(BrokerError::Unavailable);
+            }
+            shared
+                .with_timeout(presence::list(&shared.publisher, &shared.prefix, room.as_str()))
                 .await
         }
         .boxed()
