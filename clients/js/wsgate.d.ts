@@ -91,12 +91,27 @@ export interface PublishOptions {
   timeoutMs?: number;
 }
 
+/** A presence room's member: a user and how many connections it has there. */
+export interface PresenceMember {
+  user_id: string;
+  connections: number;
+}
+
+/** A user's first connection entered a presence room, or its last one left. */
+export interface PresenceChange {
+  room: string;
+  userId: string;
+}
+
 export interface GatewayEvents {
   event: GatewayEvent;
   state: StateChange;
   reset: Reset;
   error: GatewayError;
   connected: Welcome;
+  /** Only in presence rooms with presence.events on. */
+  join: PresenceChange;
+  leave: PresenceChange;
 }
 
 export declare class GatewayError extends Error {
@@ -127,6 +142,9 @@ export declare class Gateway {
   subscribe<T = unknown>(room: string, options?: SubscribeOptions<T>): Promise<Position | null>;
   unsubscribe(room: string): Promise<void>;
   publish(room: string, event: string, data?: unknown, options?: PublishOptions): Promise<Position | null>;
+
+  /** Who is in a presence room, cluster-wide. */
+  presence(room: string, options?: { timeoutMs?: number }): Promise<PresenceMember[]>;
 
   position(room: string): Position | null;
   positions(): Record<string, Position>;

@@ -6,7 +6,7 @@
 // full-jitter exponential back-off, resumes every durable room from its last
 // position and drops duplicates by offset. The wire protocol it speaks is
 // docs/PROTOCOL.md in the wsgate repository (§1 connecting, §2 frames, §4
-// close codes, §10 history and recovery).
+// close codes, §10 history and recovery, §12 presence).
 //
 // Served by every node at GET /v1/client.js; the same file is clients/js/
 // in the repository, with TypeScript declarations beside it.
@@ -106,7 +106,7 @@ export class Gateway {
     /** Counters worth showing in a debug panel. */
     this.stats = { connects: 0, duplicatesDropped: 0, resets: 0 };
 
-    this._listeners = { event: [], state: [], reset: [], error: [], connected: [] };
+    this._listeners = { event: [], state: [], reset: [], error: [], connected: [], join: [], leave: [] };
     // room → { offset, epoch }: where each durable room stood after the
     // last event handed to the app. Mutated in place per event.
     this._positions = new Map();
@@ -129,7 +129,7 @@ export class Gateway {
     this._onOffline = () => this._offline();
   }
 
-  /** Listen to "event" | "state" | "reset" | "error" | "connected". Returns a function that removes the listener. */
+  /** Listen to "event" | "state" | "reset" | "error" | "connected" | "join" | "leave". Returns a function that removes the listener. */
   on(name, fn) {
     const list = this._listeners[name];
     if (!list) throw new TypeError(`unknown event ${name}`);
@@ -224,6 +224,15 @@ export class Gateway {
     const frame = { kind: "publish", room: String(room), event: String(event), data };
     if (!echo) frame.echo = false;
     return this._command(frame, timeoutMs).then((ack) => ack.position ?? null);
+  }
+
+  /**
+   * Who is in a presence room, cluster-wide (PROTOCOL.md §12): resolves with
+   * [{user_id, connections}]. Needs subscribe permission for the room; a
+   * room without presence rejects with ReplyError("bad_request").
+   */
+  presence(room, { timeoutMs } = {}) {
+    return this._command({ kind: "presence", room: String(room) }, timeoutMs).then((reply) => reply.users ?? []);
   }
 
   /** The last position of a durable room ({offset, epoch}), or null. Store it to resume after a page reload. */
@@ -403,7 +412,13 @@ export class Gateway {
         break;
       case "ack":
       case "pong":
+      case "presence":
         this._settle(frame.ref, frame, null);
+        break;
+      case "join":
+      case "leave":
+        // A user's first connection entered a presence room, or its last left.
+        this._emit(frame.type, { room: frame.room, userId: frame.user_id });
         break;
       case "error":
         if (frame.ref !== undefined && this._pending.has(frame.ref)) {

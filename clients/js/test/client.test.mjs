@@ -106,6 +106,58 @@ describe("browser client", () => {
     }
   });
 
+  it("lists a presence room's users cluster-wide and hears joins and leaves", async () => {
+    const redis = await Redis.start();
+    const env = { WSGATE_PRESENCE_NAMESPACES: "org", WSGATE_PRESENCE_EVENTS: "true" };
+    const a = await Node.start({ redis, env });
+    const b = await Node.start({ redis, env });
+    try {
+      const mint = (sub) => () => token({ sub, org: "acme" });
+      const alice = await openClient(browser, { origin: a, wsUrl: a.wsUrl, mint: mint("alice") });
+      await alice.evaluate(() => {
+        window.presenceChanges = [];
+        for (const kind of ["join", "leave"]) {
+          window.client.on(kind, (c) => window.presenceChanges.push(`${kind} ${c.room} ${c.userId}`));
+        }
+        window.client.connect();
+      });
+      await connected(alice);
+      const bob = await openClient(browser, { origin: b, wsUrl: b.wsUrl, mint: mint("bob") });
+      await bob.evaluate(() => window.client.connect());
+      await connected(bob);
+      await waitFor("alice to hear bob join", () =>
+        alice.evaluate(() => window.presenceChanges.includes("join org:acme bob")),
+      );
+      const users = await waitFor("both users in presence", async () => {
+        const users = await alice.evaluate(() => window.client.presence("org:acme"));
+        return users.length === 2 && users;
+      });
+      assert.deepEqual(
+        users.map((u) => [u.user_id, u.connections]).sort(),
+        [
+          ["alice", 1],
+          ["bob", 1],
+        ],
+      );
+      const refused = await alice.evaluate(() =>
+        window.client.presence("user:alice").then(
+          () => "listed",
+          (e) => `${e.name} ${e.code}`,
+        ),
+      );
+      assert.equal(refused, "ReplyError bad_request", "user: rooms keep no presence");
+      await bob.close();
+      await waitFor("alice to hear bob leave", () =>
+        alice.evaluate(() => window.presenceChanges.includes("leave org:acme bob")),
+      );
+      await alice.close();
+    } finally {
+      await a.stop();
+      await b.stop();
+      await redis.stop();
+    }
+  });
+
   it("refreshes a short-lived token in-band, without reconnecting", async () => {
     const node = await Node.start();
     try {
