@@ -22,6 +22,7 @@ fn on_cluster(cluster: &RedisCluster) -> NodeOptions {
     NodeOptions::redis_url(&cluster.url())
         .env("WSGATE_REDIS_MODE", "cluster")
         .env("WSGATE_HISTORY_NAMESPACES", "org")
+        .env("WSGATE_PRESENCE_NAMESPACES", "org")
 }
 
 fn event(i: u64) -> String {
@@ -100,6 +101,20 @@ async fn two_nodes_on_a_cluster_deliver_every_event_once_through_the_owning_shar
         assert_eq!(client.read_until(&room, PER_ROOM).await, Stop::Reached, "{room}");
         assert_eq!(client.ledger.room(&room).audit(PER_ROOM), CLEAN, "{room}");
     }
+
+    // Presence is cluster-wide on the room's shard too: one user per node.
+    wait_for("both nodes' users in org:o0's presence", || async {
+        let presence: Value = b
+            .api(reqwest::Method::GET, "/api/v1/rooms/org:o0/presence")
+            .send()
+            .await
+            .expect("presence")
+            .json()
+            .await
+            .expect("json");
+        presence["meta"]["users"] == 2
+    })
+    .await;
 
     // Plain SPUBLISH (at-most-once, no offset) reaches both nodes too.
     let mut plain = Client::user(&a, "p1", Some("o0"), &[]).await;
