@@ -229,6 +229,10 @@ pub struct Common {
     /// Server process to measure (CPU, RSS); repeatable.
     #[arg(long = "server-pid", value_name = "PID")]
     pub server_pids: Vec<u32>,
+    /// Other process to measure apart from the servers (e.g. Redis): its CPU over the same
+    /// phases, as `server.aux_*`; repeatable.
+    #[arg(long = "aux-pid", value_name = "PID")]
+    pub aux_pids: Vec<u32>,
     /// Seconds to wait for deliveries after the last event.
     #[arg(long, default_value = "10", value_parser = seconds)]
     pub settle: Duration,
@@ -385,6 +389,7 @@ impl Command {
         };
         config.worker_exe = std::env::current_exe().ok();
         config.server_pids = common.server_pids;
+        config.aux_pids = common.aux_pids;
         config.settle = common.settle;
         config.timeout = common.timeout;
         config.allow_remote = common.allow_remote;

@@ -150,6 +150,10 @@ pub struct RunConfig {
     pub worker_exe: Option<PathBuf>,
     /// Server processes whose CPU and RSS are sampled from /proc.
     pub server_pids: Vec<u32>,
+    /// Other processes (e.g. Redis) whose CPU is sampled at the same points
+    /// as the servers', and reported apart (`server.aux_*`).
+    #[serde(default)]
+    pub aux_pids: Vec<u32>,
     /// After the last event: how long to wait for deliveries to stop arriving.
     pub settle: Duration,
     /// Hard cap on the whole run.
@@ -206,6 +210,7 @@ impl Default for RunConfig {
             procs: 1,
             worker_exe: None,
             server_pids: Vec::new(),
+            aux_pids: Vec::new(),
             settle: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             allow_remote: false,

@@ -44,6 +44,7 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
     let deadline = started + config.timeout;
     let mut warnings = Vec::new();
     let before = Snapshot::take(&config.server_pids)?;
+    let aux_before = aux_cpu(&config);
 
     let status = Status::new(config.sockets, config.planned_events());
     let fleets = Fleets::start(&config).await?;
@@ -69,6 +70,8 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
     }
     let ramp = ramp_started.elapsed();
     let connected = sample(&config, &mut warnings);
+    let aux_connected = aux_cpu(&config);
+    let mut aux_publish: Option<u64> = None;
     let open_after_ramp = source.read().open;
 
     let mut hold_cpu = None;
@@ -129,6 +132,7 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
         _ => {
             status.set_phase("publishing");
             let at_start = sample(&config, &mut warnings);
+            let aux_start = aux_cpu(&config);
             let delivered_before = source.read().delivered;
             let publish_started = Instant::now();
             // Churn's events are spread over exactly `duration`: a second
@@ -150,6 +154,9 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
             let estimate = expected_estimate(&config, &outcome, &source);
             let last_delivery = settle(&source, estimate, config.settle, deadline).await;
             let at_end = sample(&config, &mut warnings);
+            if let (Some(a), Some(b)) = (aux_start, aux_cpu(&config)) {
+                aux_publish = Some(b.saturating_sub(a));
+            }
             let delivered = source.read().delivered - delivered_before;
             publish_phase = Some(PublishPhase {
                 outcome,
@@ -206,6 +213,19 @@ pub async fn run(config: RunConfig) -> Result<Report, String> {
             }),
             cpu_per_event_us: publish_phase.as_ref().and_then(|p| {
                 p.cpu_us
+                    .filter(|_| p.outcome.sent > 0)
+                    .map(|cpu| cpu as f64 / p.outcome.sent as f64)
+            }),
+            aux_pids: config.aux_pids.clone(),
+            aux_cpu_connect_us: aux_before.zip(aux_connected).map(|(a, b)| b.saturating_sub(a)),
+            aux_cpu_publish_us: aux_publish,
+            aux_cpu_per_delivery_us: publish_phase.as_ref().and_then(|p| {
+                aux_publish
+                    .filter(|_| p.delivered > 0)
+                    .map(|cpu| cpu as f64 / p.delivered as f64)
+            }),
+            aux_cpu_per_event_us: publish_phase.as_ref().and_then(|p| {
+                aux_publish
                     .filter(|_| p.outcome.sent > 0)
                     .map(|cpu| cpu as f64 / p.outcome.sent as f64)
             }),
@@ -371,6 +391,14 @@ pub(crate) fn sample(config: &RunConfig, warnings: &mut Vec<String>) -> Option<S
             None
         }
     }
+}
+
+/// The `--aux-pid` processes' CPU, summed (None without any, or unreadable).
+fn aux_cpu(config: &RunConfig) -> Option<u64> {
+    if config.aux_pids.is_empty() {
+        return None;
+    }
+    Snapshot::take(&config.aux_pids).ok().map(|s| s.cpu_us)
 }
 
 /// How many first deliveries to expect, when it can be known from here: lets

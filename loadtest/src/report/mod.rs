@@ -78,6 +78,17 @@ pub struct ServerCost {
     pub cpu_publish_us: Option<u64>,
     pub cpu_per_delivery_us: Option<f64>,
     pub cpu_per_event_us: Option<f64>,
+    /// `--aux-pid` processes (e.g. Redis), summed: CPU over the same phases.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aux_pids: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_cpu_connect_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_cpu_publish_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_cpu_per_delivery_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_cpu_per_event_us: Option<f64>,
 }
 
 impl Report {
