@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Scale-out bench: 100k live sockets over 6 wsgate nodes, on one Redis and
+then on a 3-master Redis Cluster (sharded pub/sub), fan-out and targeted.
+
+Each run gets fresh nodes (so RSS per socket is the run's own) and publishes
+through node 0's HTTP API, which is `PUBLISH` on one Redis and `SPUBLISH` on
+the room's shard in cluster mode (a backend's plain `PUBLISH` would not reach
+cluster-mode nodes). The load tester counts every event on every socket (lost,
+duplicated, misrouted) and samples the nodes' and the Redis servers' CPU.
+
+    python3 loadtest/bench/scale.py                       # both modes, both scenarios (~25 min)
+    python3 loadtest/bench/scale.py --sockets 6000 --modes cluster --scenarios targeted   # a quick look
+
+It prints a markdown table for BENCHMARKS.md and keeps the raw reports in
+target/scale.json. Every process it starts is stopped on exit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from cluster import RedisCluster
+from compare import LOADTEST, RELEASE, REPO, SECRET, Redis, cleanup, free_port, start, stop, wait_http, wait_line
+
+API_KEY = "scale-bench-api-key-0123456789"
+
+
+def start_nodes(count: int, redis_url: str | list[str], mode: str) -> tuple[list, list[int]]:
+    """Ready nodes in `mode`; with a list of URLs, node i takes URL i (round-robin)."""
+    urls = redis_url if isinstance(redis_url, list) else [redis_url]
+    procs, ports = [], []
+    for i in range(count):
+        port = free_port()
+        proc = start(
+            [str(RELEASE / "wsgate")],
+            {
+                "WSGATE_LISTEN": f"127.0.0.1:{port}",
+                "WSGATE_JWT_SECRET": SECRET,
+                "WSGATE_REDIS_URL": urls[i % len(urls)],
+                "WSGATE_REDIS_MODE": mode,
+                "WSGATE_API_KEYS": API_KEY,
+                "WSGATE_LOG": "warn",
+                "WSGATE_NODE_ID": f"scale{i}",
+            },
+        )
+        wait_line(proc, "wsgate listening on")
+        wait_http(f"http://127.0.0.1:{port}/ready")
+        procs.append(proc)
+        ports.append(port)
+    return procs, ports
+
+
+def scenario_args(name: str, sockets: int) -> list[str]:
+    if name == "fanout":
+        # 20 events to one room of every socket: 2M deliveries at 100k sockets.
+        return ["fanout", "--sockets", str(sockets), "--events", "20", "--rate", "2", "--settle", "60"]
+    # One event per user, spread over every user room (so over every shard).
+    return ["targeted", "--users", str(sockets), "--events", str(sockets), "--rate", "2000", "--settle", "30"]
+
+
+def run(scenario: list[str], ports: list[int], node_pids: list[int], redis_pids: list[int]) -> dict:
+    """The load tester against these nodes, publishing through node 0's API; its JSON report."""
+    cmd = [str(LOADTEST), *scenario, "--connect-timeout", "30", "--timeout", "900",
+           "--secret", SECRET, "--quiet", "--publish-http", f"http://127.0.0.1:{ports[0]}", "--api-key", API_KEY]
+    for port in ports:
+        cmd += ["--url", f"ws://127.0.0.1:{port}"]
+    for pid in node_pids:
+        cmd += ["--server-pid", str(pid)]
+    for pid in redis_pids:
+        cmd += ["--aux-pid", str(pid)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1000)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"loadtest printed no JSON: {out.stdout[-800:]} {out.stderr[-800:]}")
+    report = json.loads(lines[-1])
+    report["_cmd"] = " ".join(str(Path(c).relative_to(REPO)) if c.startswith(str(REPO)) else c for c in cmd)
+    return report
+
+
+def row(mode: str, name: str, r: dict) -> str:
+    c, d, lat, s = r["connects"], r["delivery"], r["latency"], r.get("server") or {}
+
+    def num(v, digits=0, unit=""):
+        return "–" if v is None else f"{v:,.{digits}f}{unit}"
+
+    return (
+        f"| {mode} | {name} | {c['connected']:,} / {c['attempted']:,} | {num(c['ramp_s'], 1, ' s')} "
+        f"| {d['delivered']:,} | {d['lost']} / {d['duplicates']} / {d['misrouted']} "
+        f"| {num(lat['p50_us'] / 1000, 1)} / {num(lat['p99_us'] / 1000, 1)} ms "
+        f"| {num(s.get('rss_per_connection_bytes'), 0, ' B')} | {num(s.get('cpu_per_delivery_us'), 2, ' µs')} "
+        f"| {num(s.get('aux_cpu_per_delivery_us'), 3, ' µs')} | {num(s.get('aux_cpu_per_event_us'), 1, ' µs')} "
+        f"| {'yes' if r['clean'] else 'NO'} |"
+    )
+
+
+HEADER = (
+    "| Redis | run | connected | connect ramp | delivered | lost / dup / misrouted | latency p50 / p99 "
+    "| RSS/socket | node CPU/delivery | Redis CPU/delivery | Redis CPU/event | clean |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sockets", type=int, default=100_000)
+    parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--modes", default="standalone,cluster")
+    parser.add_argument("--scenarios", default="fanout,targeted")
+    parser.add_argument("--json", default=str(REPO / "target" / "scale.json"))
+    args = parser.parse_args()
+    signal.signal(signal.SIGINT, cleanup)
+    signal.signal(signal.SIGTERM, cleanup)
+    subprocess.run(["cargo", "build", "--release", "-p", "wsgate", "-p", "wsgate-loadtest"], cwd=REPO, check=True)
+    workdir = Path(tempfile.mkdtemp(prefix="wsgate-scale-"))
+    results = []
+    for mode in args.modes.split(","):
+        if mode == "cluster":
+            redis = RedisCluster(3, workdir)
+            url, pids, label = redis.url, redis.pids, "3-master cluster"
+        else:
+            redis = Redis.start(workdir)
+            url, pids, label = redis.url, [redis.proc.pid], "one Redis"
+        try:
+            for name in args.scenarios.split(","):
+                redis.flush()
+                procs, ports = start_nodes(args.nodes, url, mode)
+                try:
+                    started = time.time()
+                    report = run(scenario_args(name, args.sockets), ports, [p.pid for p in procs], pids)
+                finally:
+                    for proc in procs:
+                        stop(proc)
+                results.append({"mode": mode, "label": label, "scenario": name, "report": report})
+                print(row(label, name, report), f"({time.time() - started:.0f} s)", flush=True)
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(results, indent=1))
+        finally:
+            redis.stop() if isinstance(redis, RedisCluster) else stop(redis.proc)
+    print()
+    print(HEADER)
+    for r in results:
+        print(row(r["label"], r["scenario"], r["report"]))
+    print()
+    for r in results:
+        print(r["report"]["_cmd"])
+
+
+if __name__ == "__main__":
+    main()
