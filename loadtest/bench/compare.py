@@ -175,7 +175,9 @@ class Server:
             stop(proc)
 
 
-def start_wsgate(redis: Redis, nodes: int = 1) -> Server:
+def start_wsgate(redis: Redis | list[str], nodes: int = 1, env: dict[str, str] | None = None) -> Server:
+    """Ready nodes on `redis`; given a list of URLs, node i takes URL i (round-robin)."""
+    redis_urls = redis if isinstance(redis, list) else [redis.url]
     procs, urls = [], []
     for i in range(nodes):
         port = free_port()
@@ -184,9 +186,10 @@ def start_wsgate(redis: Redis, nodes: int = 1) -> Server:
             {
                 "WSGATE_LISTEN": f"127.0.0.1:{port}",
                 "WSGATE_JWT_SECRET": SECRET,
-                "WSGATE_REDIS_URL": redis.url,
+                "WSGATE_REDIS_URL": redis_urls[i % len(redis_urls)],
                 "WSGATE_LOG": "warn",
                 "WSGATE_NODE_ID": f"bench{i}",
+                **(env or {}),
             },
         )
         wait_line(proc, "wsgate listening on")

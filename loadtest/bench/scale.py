@@ -25,34 +25,16 @@ import time
 from pathlib import Path
 
 from cluster import RedisCluster
-from compare import LOADTEST, RELEASE, REPO, SECRET, Redis, cleanup, free_port, start, stop, wait_http, wait_line
+from compare import LOADTEST, REPO, SECRET, Redis, cleanup, start_wsgate, stop
 
 API_KEY = "scale-bench-api-key-0123456789"
 
 
 def start_nodes(count: int, redis_url: str | list[str], mode: str) -> tuple[list, list[int]]:
-    """Ready nodes in `mode`; with a list of URLs, node i takes URL i (round-robin)."""
+    """Ready nodes in `mode` with the API on; with a list of URLs, node i takes URL i."""
     urls = redis_url if isinstance(redis_url, list) else [redis_url]
-    procs, ports = [], []
-    for i in range(count):
-        port = free_port()
-        proc = start(
-            [str(RELEASE / "wsgate")],
-            {
-                "WSGATE_LISTEN": f"127.0.0.1:{port}",
-                "WSGATE_JWT_SECRET": SECRET,
-                "WSGATE_REDIS_URL": urls[i % len(urls)],
-                "WSGATE_REDIS_MODE": mode,
-                "WSGATE_API_KEYS": API_KEY,
-                "WSGATE_LOG": "warn",
-                "WSGATE_NODE_ID": f"scale{i}",
-            },
-        )
-        wait_line(proc, "wsgate listening on")
-        wait_http(f"http://127.0.0.1:{port}/ready")
-        procs.append(proc)
-        ports.append(port)
-    return procs, ports
+    server = start_wsgate(urls, count, {"WSGATE_REDIS_MODE": mode, "WSGATE_API_KEYS": API_KEY})
+    return server.procs, [int(url.rsplit(":", 1)[1]) for url in server.urls]
 
 
 def scenario_args(name: str, sockets: int) -> list[str]:
