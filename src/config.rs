@@ -432,7 +432,7 @@ pub const MAX_HISTORY_TTL_S: u64 = 30 * 24 * 3600;
 impl HistoryConfig {
     /// Whether rooms of `namespace` keep history.
     pub fn is_durable(&self, namespace: &str) -> bool {
-        self.namespaces.iter().any(|ns| ns == "*" || ns == namespace)
+        lists_namespace(&self.namespaces, namespace)
     }
 
     pub fn enabled(&self) -> bool {
@@ -440,20 +440,7 @@ impl HistoryConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for ns in &self.namespaces {
-            let valid = ns == "*"
-                || (!ns.is_empty()
-                    && ns.len() <= crate::room::MAX_NAMESPACE_LEN
-                    && ns
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'));
-            if !valid {
-                return Err(invalid(
-                    "history.namespaces",
-                    format!("'{ns}' is not a namespace (1-32 of a-z, 0-9, '_', '-') or '*'"),
-                ));
-            }
-        }
+        validate_namespaces("history.namespaces", &self.namespaces)?;
         if !(1..=MAX_HISTORY_SIZE).contains(&self.size) {
             return Err(invalid("history.size", format!("must be from 1 to {MAX_HISTORY_SIZE}")));
         }
@@ -499,7 +486,7 @@ pub const MAX_PRESENCE_TTL_S: u64 = 24 * 3600;
 impl PresenceConfig {
     /// Whether rooms of `namespace` have presence.
     pub fn is_tracked(&self, namespace: &str) -> bool {
-        self.namespaces.iter().any(|ns| ns == "*" || ns == namespace)
+        lists_namespace(&self.namespaces, namespace)
     }
 
     pub fn enabled(&self) -> bool {
@@ -521,6 +508,11 @@ impl PresenceConfig {
         }
         Ok(())
     }
+}
+
+/// Whether a `history.namespaces`-style list names `namespace` (or is `*`).
+fn lists_namespace(namespaces: &[String], namespace: &str) -> bool {
+    namespaces.iter().any(|ns| ns == "*" || ns == namespace)
 }
 
 /// Namespace names as `history.namespaces` and `presence.namespaces` take them.

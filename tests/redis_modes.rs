@@ -47,6 +47,37 @@ fn orgs(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("o{i}")).collect()
 }
 
+/// Two members of `room` (`org:acme`, their tokens' org) on `node`, after
+/// offsets 1..=5 were published to it: one that stays connected through the
+/// fault to come, and one whose connection is dropped before it, to resume
+/// afterwards.
+async fn stays_and_leaves(node: &Node, room: &str) -> (Resumer, Resumer) {
+    let mut stays = Resumer::new(token("1", Some("acme"), &[], 3600));
+    stays.connect(&node.ws_url()).await.unwrap();
+    let mut leaves = Resumer::new(token("2", Some("acme"), &[], 3600));
+    leaves.connect(&node.ws_url()).await.unwrap();
+    for i in 1..=5 {
+        assert_eq!(api_publish(node, room, i).await, Some(i));
+    }
+    (stays, leaves)
+}
+
+/// After the fault: the member that stayed got offsets 1..=`last` on its
+/// one connection; the one that left resumes, recovers, and gets them too.
+async fn both_have_everything(node: &Node, room: &str, last: u64, stays: &mut Resumer, leaves: &mut Resumer) {
+    assert_eq!(
+        stays.read_until(room, last).await,
+        Stop::Reached,
+        "the connected client"
+    );
+    assert_eq!(stays.ledger.room(room).audit(last), CLEAN);
+    assert_eq!(stays.welcomes, 1, "it stayed connected throughout");
+    let welcome = leaves.connect(&node.ws_url()).await.unwrap();
+    assert_eq!(welcome["recovered"][room], true, "{welcome}");
+    assert_eq!(leaves.read_until(room, last).await, Stop::Reached);
+    assert_eq!(leaves.ledger.room(room).audit(last), CLEAN);
+}
+
 #[tokio::test]
 async fn two_nodes_on_a_cluster_deliver_every_event_once_through_the_owning_shard_only() {
     let cluster = RedisCluster::start(3).await;
@@ -133,10 +164,7 @@ async fn a_restarted_shard_keeps_clients_connected_and_resuming_clients_recover(
     let node = Node::start(on_cluster(&cluster)).await;
     let room = "org:acme";
     let owner = cluster.owner("gw:org:acme").await;
-    let mut stays = Resumer::new(token("1", Some("acme"), &[], 3600));
-    stays.connect(&node.ws_url()).await.unwrap();
-    let mut leaves = Resumer::new(token("2", Some("acme"), &[], 3600));
-    leaves.connect(&node.ws_url()).await.unwrap();
+    let (mut stays, mut leaves) = stays_and_leaves(&node, room).await;
     // A room on another shard, whose events during the outage must arrive.
     let mut other_org = None;
     for org in orgs(12) {
@@ -150,9 +178,6 @@ async fn a_restarted_shard_keeps_clients_connected_and_resuming_clients_recover(
     let mut elsewhere = Resumer::new(token("3", Some(&other_org), &[], 3600));
     elsewhere.connect(&node.ws_url()).await.unwrap();
 
-    for i in 1..=5 {
-        assert_eq!(api_publish(&node, room, i).await, Some(i));
-    }
     assert_eq!(stays.read_until(room, 5).await, Stop::Reached);
     assert_eq!(leaves.read_until(room, 5).await, Stop::Reached);
     leaves.drop_connection();
@@ -175,14 +200,7 @@ async fn a_restarted_shard_keeps_clients_connected_and_resuming_clients_recover(
     for i in 7..=10 {
         assert_eq!(api_publish(&node, room, i).await, Some(i));
     }
-    assert_eq!(stays.read_until(room, 10).await, Stop::Reached, "the connected client");
-    assert_eq!(stays.ledger.room(room).audit(10), CLEAN);
-    assert_eq!(stays.welcomes, 1, "it stayed connected throughout");
-
-    let welcome = leaves.connect(&node.ws_url()).await.unwrap();
-    assert_eq!(welcome["recovered"][room], true, "{welcome}");
-    assert_eq!(leaves.read_until(room, 10).await, Stop::Reached);
-    assert_eq!(leaves.ledger.room(room).audit(10), CLEAN);
+    both_have_everything(&node, room, 10, &mut stays, &mut leaves).await;
 
     assert_eq!(elsewhere.read_until(&other_room, 1).await, Stop::Reached);
     assert_eq!(api_publish(&node, &other_room, 2).await, Some(2));
@@ -197,13 +215,7 @@ async fn a_failover_to_the_replica_is_followed_with_nothing_lost() {
     let owner = cluster.owner(channel).await;
     let replica = cluster.add_replica(owner).await;
     let node = Node::start(on_cluster(&cluster)).await;
-    let mut stays = Resumer::new(token("1", Some("acme"), &[], 3600));
-    stays.connect(&node.ws_url()).await.unwrap();
-    let mut leaves = Resumer::new(token("2", Some("acme"), &[], 3600));
-    leaves.connect(&node.ws_url()).await.unwrap();
-    for i in 1..=5 {
-        assert_eq!(api_publish(&node, room, i).await, Some(i));
-    }
+    let (mut stays, mut leaves) = stays_and_leaves(&node, room).await;
     // Replicated before the master dies (Redis replicates asynchronously:
     // without this a failover may lose the last writes, and the resume
     // below would honestly say recovered:false).
@@ -229,13 +241,7 @@ async fn a_failover_to_the_replica_is_followed_with_nothing_lost() {
             "offsets continue on the promoted replica"
         );
     }
-    assert_eq!(stays.read_until(room, 10).await, Stop::Reached);
-    assert_eq!(stays.ledger.room(room).audit(10), CLEAN);
-    assert_eq!(stays.welcomes, 1, "it stayed connected throughout");
-    let welcome = leaves.connect(&node.ws_url()).await.unwrap();
-    assert_eq!(welcome["recovered"][room], true, "{welcome}");
-    assert_eq!(leaves.read_until(room, 10).await, Stop::Reached);
-    assert_eq!(leaves.ledger.room(room).audit(10), CLEAN);
+    both_have_everything(&node, room, 10, &mut stays, &mut leaves).await;
 }
 
 #[tokio::test]
