@@ -277,7 +277,12 @@ def run_loadtest(server: Server, redis: Redis, scenario: Scenario) -> dict:
         cmd += ["--url", url]
     for pid in server.pids:
         cmd += ["--server-pid", str(pid)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return loadtest_report(cmd, timeout=600)
+
+
+def loadtest_report(cmd: list[str], timeout: float) -> dict:
+    """Run the load tester; its JSON report (the last JSON line it prints), with the command as `_cmd`."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"loadtest printed no JSON: {out.stdout[-800:]} {out.stderr[-800:]}")

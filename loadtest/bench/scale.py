@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from cluster import RedisCluster
-from compare import LOADTEST, REPO, SECRET, Redis, cleanup, start_wsgate, stop
+from compare import LOADTEST, REPO, SECRET, Redis, cleanup, loadtest_report, start_wsgate, stop
 
 API_KEY = "scale-bench-api-key-0123456789"
 
@@ -55,11 +55,7 @@ def run(scenario: list[str], ports: list[int], node_pids: list[int], redis_pids:
         cmd += ["--server-pid", str(pid)]
     for pid in redis_pids:
         cmd += ["--aux-pid", str(pid)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1000)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"loadtest printed no JSON: {out.stdout[-800:]} {out.stderr[-800:]}")
-    report = json.loads(lines[-1])
+    report = loadtest_report(cmd, timeout=1000)
     report["_cmd"] = " ".join(str(Path(c).relative_to(REPO)) if c.startswith(str(REPO)) else c for c in cmd)
     return report
 
