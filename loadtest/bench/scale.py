@@ -10,6 +10,8 @@ duplicated, misrouted) and samples the nodes' and the Redis servers' CPU.
 
     python3 loadtest/bench/scale.py                       # both modes, both scenarios (~25 min)
     python3 loadtest/bench/scale.py --sockets 6000 --modes cluster --scenarios targeted   # a quick look
+    python3 loadtest/bench/scale.py --sockets 4000 --nodes 2 --modes standalone --scenarios targeted --events 40000 --history both
+                                                          # Redis CPU per event, durable against plain
 
 It prints a markdown table for BENCHMARKS.md and keeps the raw reports in
 target/scale.json. Every process it starts is stopped on exit.
@@ -30,19 +32,23 @@ from compare import LOADTEST, REPO, SECRET, Redis, cleanup, loadtest_report, sta
 API_KEY = "scale-bench-api-key-0123456789"
 
 
-def start_nodes(count: int, redis_url: str | list[str], mode: str) -> tuple[list, list[int]]:
-    """Ready nodes in `mode` with the API on; with a list of URLs, node i takes URL i."""
+def start_nodes(count: int, redis_url: str | list[str], mode: str, durable: bool = False) -> tuple[list, list[int]]:
+    """Ready nodes in `mode` with the API on (and, if `durable`, history for
+    the load tester's org and user rooms); with a list of URLs, node i takes URL i."""
     urls = redis_url if isinstance(redis_url, list) else [redis_url]
-    server = start_wsgate(urls, count, {"WSGATE_REDIS_MODE": mode, "WSGATE_API_KEYS": API_KEY})
+    env = {"WSGATE_REDIS_MODE": mode, "WSGATE_API_KEYS": API_KEY}
+    if durable:
+        env["WSGATE_HISTORY_NAMESPACES"] = "org,user"
+    server = start_wsgate(urls, count, env)
     return server.procs, [int(url.rsplit(":", 1)[1]) for url in server.urls]
 
 
-def scenario_args(name: str, sockets: int) -> list[str]:
+def scenario_args(name: str, sockets: int, events: int | None) -> list[str]:
     if name == "fanout":
         # 20 events to one room of every socket: 2M deliveries at 100k sockets.
         return ["fanout", "--sockets", str(sockets), "--events", "20", "--rate", "2", "--settle", "60"]
-    # One event per user, spread over every user room (so over every shard).
-    return ["targeted", "--users", str(sockets), "--events", str(sockets), "--rate", "2000", "--settle", "30"]
+    # Events spread over the user rooms (one per user by default), so over every shard.
+    return ["targeted", "--users", str(sockets), "--events", str(events or sockets), "--rate", "2000", "--settle", "30"]
 
 
 def run(scenario: list[str], ports: list[int], node_pids: list[int], redis_pids: list[int]) -> dict:
@@ -87,8 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sockets", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--events", type=int, help="events of the targeted run (default: one per socket)")
     parser.add_argument("--modes", default="standalone,cluster")
     parser.add_argument("--scenarios", default="fanout,targeted")
+    parser.add_argument("--history", default="off", choices=["off", "on", "both"],
+                        help="rooms durable or not; both: each run without, then with history")
     parser.add_argument("--json", default=str(REPO / "target" / "scale.json"))
     args = parser.parse_args()
     signal.signal(signal.SIGINT, cleanup)
@@ -104,15 +113,18 @@ def main() -> None:
             redis = Redis.start(workdir)
             url, pids, label = redis.url, [redis.proc.pid], "one Redis"
         try:
-            for name in args.scenarios.split(","):
+            runs = [(name, durable) for name in args.scenarios.split(",")
+                    for durable in {"off": [False], "on": [True], "both": [False, True]}[args.history]]
+            for name, durable in runs:
                 redis.flush()
-                procs, ports = start_nodes(args.nodes, url, mode)
+                procs, ports = start_nodes(args.nodes, url, mode, durable)
                 try:
                     started = time.time()
-                    report = run(scenario_args(name, args.sockets), ports, [p.pid for p in procs], pids)
+                    report = run(scenario_args(name, args.sockets, args.events), ports, [p.pid for p in procs], pids)
                 finally:
                     for proc in procs:
                         stop(proc)
+                name = f"{name} (history)" if durable else name
                 results.append({"mode": mode, "label": label, "scenario": name, "report": report})
                 print(row(label, name, report), f"({time.time() - started:.0f} s)", flush=True)
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)
