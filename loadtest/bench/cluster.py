@@ -7,6 +7,7 @@ bus port (the default port + 10000 may fall in the ephemeral range).
 """
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -57,11 +58,14 @@ def redis_pid(port: int) -> int:
     raise RuntimeError(f"no process_id in INFO of {port}")
 
 
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
 def cpu_us(pid: int) -> int:
-    """User + system CPU of a process, µs (from /proc, clock ticks of 10 ms)."""
+    """User + system CPU of a process, µs (from /proc, in clock ticks: 10 ms on Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    return ticks * 10_000
+    return ticks * 1_000_000 // CLOCK_TICKS_PER_S
 
 
 class RedisCluster:

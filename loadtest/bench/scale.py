@@ -43,6 +43,17 @@ def start_nodes(count: int, redis_url: str | list[str], mode: str, durable: bool
     return server.procs, [int(url.rsplit(":", 1)[1]) for url in server.urls]
 
 
+def run_on_fresh_nodes(count: int, redis_url: str | list[str], mode: str, scenario: list[str],
+                       redis_pids: list[int], durable: bool = False) -> dict:
+    """Start `count` nodes, run the load tester against them, stop them; its report."""
+    procs, ports = start_nodes(count, redis_url, mode, durable)
+    try:
+        return run(scenario, ports, [p.pid for p in procs], redis_pids)
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
 def scenario_args(name: str, sockets: int, events: int | None) -> list[str]:
     if name == "fanout":
         # 20 events to one room of every socket: 2M deliveries at 100k sockets.
@@ -104,6 +115,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, cleanup)
     subprocess.run(["cargo", "build", "--release", "-p", "wsgate", "-p", "wsgate-loadtest"], cwd=REPO, check=True)
     workdir = Path(tempfile.mkdtemp(prefix="wsgate-scale-"))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     results = []
     for mode in args.modes.split(","):
         if mode == "cluster":
@@ -117,17 +129,12 @@ def main() -> None:
                     for durable in {"off": [False], "on": [True], "both": [False, True]}[args.history]]
             for name, durable in runs:
                 redis.flush()
-                procs, ports = start_nodes(args.nodes, url, mode, durable)
-                try:
-                    started = time.time()
-                    report = run(scenario_args(name, args.sockets, args.events), ports, [p.pid for p in procs], pids)
-                finally:
-                    for proc in procs:
-                        stop(proc)
+                started = time.time()
+                report = run_on_fresh_nodes(args.nodes, url, mode, scenario_args(name, args.sockets, args.events),
+                                            pids, durable)
                 name = f"{name} (history)" if durable else name
                 results.append({"mode": mode, "label": label, "scenario": name, "report": report})
                 print(row(label, name, report), f"({time.time() - started:.0f} s)", flush=True)
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.json).write_text(json.dumps(results, indent=1))
         finally:
             redis.stop() if isinstance(redis, RedisCluster) else stop(redis.proc)

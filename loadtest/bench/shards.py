@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pubsub_raw
 from cluster import RedisCluster, cpu_us
-from compare import REPO, cleanup, stop
-from scale import run, start_nodes
+from compare import REPO, cleanup
+from scale import run_on_fresh_nodes
 
 IDLE_SAMPLE_S = 10
 
@@ -54,6 +54,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, cleanup)
     subprocess.run(["cargo", "build", "--release", "-p", "wsgate", "-p", "wsgate-loadtest"], cwd=REPO, check=True)
     workdir = Path(tempfile.mkdtemp(prefix="wsgate-shards-"))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     scenario = ["targeted", "--users", str(args.users), "--events", str(args.events), "--rate", str(args.rate),
                 "--settle", "30"]
     results = []
@@ -70,12 +71,7 @@ def main() -> None:
                 ("sharded", "cluster", cluster.url),
             ):
                 cluster.flush()
-                procs, ports = start_nodes(2, urls, mode)
-                try:
-                    report = run(scenario, ports, [p.pid for p in procs], cluster.pids)
-                finally:
-                    for proc in procs:
-                        stop(proc)
+                report = run_on_fresh_nodes(2, urls, mode, scenario, cluster.pids)
                 server, delivery = report.get("server") or {}, report["delivery"]
                 result = {
                     "shards": shards,
@@ -94,7 +90,6 @@ def main() -> None:
                 }
                 results.append(result)
                 print(json.dumps({k: v for k, v in result.items() if k != "cmd"}), flush=True)
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.json).write_text(json.dumps(results, indent=1))
             for pubsub in ("classic", "sharded"):
                 cluster.flush()
