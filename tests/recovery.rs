@@ -448,6 +448,40 @@ async fn a_position_older_than_the_kept_history_is_not_recovered() {
     assert_eq!(client.ledger.room("org:acme").got, [1, 301]);
 }
 
+/// A payload the Redis Function accepts (its JSON decoder reads `NaN`) but
+/// the gateway cannot: no member may be shown the stream without it.
+#[tokio::test]
+async fn an_event_the_gateway_cannot_read_is_never_skipped_silently() {
+    let redis = Redis::start().await;
+    let node = Node::start(durable(NodeOptions::redis(&redis))).await;
+    let mut member = Resumer::new(token("1", Some("acme"), &[], 3600));
+    let mut bystander = Resumer::new(token("2", Some("other"), &[], 3600));
+    member.connect(&node.ws_url()).await.unwrap();
+    bystander.connect(&node.ws_url()).await.unwrap();
+    redis.fcall_publish("org:acme", &event(1)).await.unwrap();
+    assert_eq!(member.read_until("org:acme", 1).await, Stop::Reached);
+
+    let unreadable = r#"{"event":"e","data":NaN}"#;
+    assert_eq!(redis.fcall_publish("org:acme", unreadable).await, Ok(2));
+    redis.fcall_publish("org:acme", &event(3)).await.unwrap();
+    assert_eq!(member.read_until("org:acme", 3).await, Stop::Closed(1011));
+    assert_eq!(member.ledger.room("org:acme").got, [1], "3 is not shown after a gap");
+    node.wait_metric("wsgate_events_invalid_total", |v| v >= 1.0).await;
+
+    // Resuming from before it cannot recover; from after it, it can.
+    let welcome = member.connect(&node.ws_url()).await.unwrap();
+    assert_eq!(welcome["recovered"]["org:acme"], false, "{welcome}");
+    assert_eq!(welcome["positions"]["org:acme"]["offset"], 3, "{welcome}");
+    redis.fcall_publish("org:acme", &event(4)).await.unwrap();
+    assert_eq!(member.read_until("org:acme", 4).await, Stop::Reached);
+    assert_eq!(member.ledger.room("org:acme").got, [1, 4]);
+
+    // The other room's member was not touched.
+    redis.fcall_publish("org:other", &event(1)).await.unwrap();
+    assert_eq!(bystander.read_until("org:other", 1).await, Stop::Reached);
+    assert_eq!(bystander.welcomes, 1);
+}
+
 fn event(i: u64) -> String {
     json!({"event": "e", "data": {"i": i}}).to_string()
 }

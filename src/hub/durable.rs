@@ -10,7 +10,8 @@
 //!   repair from the broker's history (events that arrive meanwhile wait).
 //!   If the history cannot fill the jump, or the epoch changed, the room's
 //!   members are closed so that they resume and learn `recovered:false`:
-//!   a gap is never delivered silently.
+//!   a gap is never delivered silently. An event whose payload this node
+//!   cannot read is such a gap too, live or in the history.
 //! - **Joins** follow Centrifugo's subscribe-then-read: the room is live on
 //!   the broker first, then the connection is *held* (its live events are
 //!   buffered), then its history is read, then history and buffer are merged
@@ -335,6 +336,19 @@ impl Tail {
         effects.deliver.push(event);
     }
 
+    /// A live event whose payload cannot be read. The Redis Function refuses
+    /// what it recognises as unreadable, but its JSON decoder accepts more
+    /// than this node's (invalid UTF-8, `NaN`, duplicate fields), and no
+    /// member may be shown a stream that silently skips the event.
+    pub fn unreadable(&mut self, offset: u64, epoch: Arc<str>) -> Effects {
+        let mut effects = Effects::default();
+        match &self.known {
+            Some(known) if known.epoch == epoch && offset <= known.offset => {}
+            _ => self.lose_continuity(Position { offset, epoch }, &mut effects),
+        }
+        effects
+    }
+
     /// The members can no longer be shown a contiguous stream: close them;
     /// the room continues from `at`.
     fn lose_continuity(&mut self, at: Position, effects: &mut Effects) {
@@ -402,7 +416,7 @@ impl Tail {
             return (Resolved::Gone, effects);
         };
         let read = &page.position;
-        let recovered = match since {
+        let mut recovered = match since {
             None => None,
             Some(since) if since.epoch == read.epoch && since.offset > read.offset => {
                 self.held.swap_remove(at);
@@ -411,12 +425,19 @@ impl Tail {
             Some(since) => Some(since.epoch == read.epoch && page.covers(since.offset)),
         };
         let recovered_events: Vec<(u64, Utf8Bytes)> = match (since, recovered) {
-            (Some(since), Some(true)) => page
-                .events
-                .iter()
-                .filter(|(o, _)| *o > since.offset)
-                .filter_map(|(o, payload)| encode(*o, payload).map(|f| (*o, f)))
-                .collect(),
+            (Some(since), Some(true)) => {
+                let missed: Option<Vec<(u64, Utf8Bytes)>> = page
+                    .events
+                    .iter()
+                    .filter(|(o, _)| *o > since.offset)
+                    .map(|(o, payload)| encode(*o, payload).map(|f| (*o, f)))
+                    .collect();
+                // One missed event that cannot be read is a gap.
+                missed.unwrap_or_else(|| {
+                    recovered = Some(false);
+                    Vec::new()
+                })
+            }
             _ => Vec::new(),
         };
         match &self.known {
@@ -551,23 +572,24 @@ impl Tail {
             }
         };
         for (offset, payload) in &filled.events {
-            if let Some(frame) = encode(*offset, payload) {
-                self.accept(
-                    LiveEvent {
-                        position: Some((*offset, known.epoch.clone())),
-                        frame,
-                        skip: None,
-                        received_at: now,
-                    },
-                    &mut effects,
-                );
-            } else {
-                // Unreadable: skipped for everyone, as it was live.
-                self.known = Some(Position {
-                    offset: *offset,
-                    epoch: known.epoch.clone(),
-                });
-            }
+            let Some(frame) = encode(*offset, payload) else {
+                // Unreadable: a gap the history cannot fill after all.
+                let at = match newest_pending {
+                    Some((offset, epoch)) if offset > filled.position.offset => Position { offset, epoch },
+                    _ => filled.position.clone(),
+                };
+                self.lose_continuity(at, &mut effects);
+                return effects;
+            };
+            self.accept(
+                LiveEvent {
+                    position: Some((*offset, known.epoch.clone())),
+                    frame,
+                    skip: None,
+                    received_at: now,
+                },
+                &mut effects,
+            );
         }
         for event in pending {
             self.accept(event, &mut effects);
@@ -684,6 +706,48 @@ mod tests {
         let effects = tail.live(live(1, "b"));
         assert!(effects.close_members, "a new epoch is a lost history");
         assert_eq!(tail.known(), Some(&pos(1, "b")));
+    }
+
+    /// `encode` that cannot read the payload at `bad`.
+    fn encode_all_but(bad: u64) -> impl Fn(u64, &Bytes) -> Option<Utf8Bytes> {
+        move |offset, payload| (offset != bad).then(|| encode(offset, payload)).flatten()
+    }
+
+    #[test]
+    fn an_unreadable_event_is_a_gap_live_in_a_repair_and_in_a_resume() {
+        // Live: the members are closed; the room goes on after it.
+        let mut tail = Tail::new(100);
+        let _ = tail.live(live(1, "a"));
+        assert!(!tail.unreadable(1, Arc::from("a")).close_members, "already delivered");
+        assert!(tail.unreadable(2, Arc::from("a")).close_members);
+        assert_eq!(tail.known(), Some(&pos(2, "a")));
+        assert_eq!(delivered(&tail.live(live(3, "a"))), ["e3"]);
+
+        // In a repair: delivered up to it, then the members are closed.
+        let _ = tail.live(live(6, "a"));
+        let effects = tail.repaired(3, Ok(&page(pos(6, "a"), 4..7)), encode_all_but(5), Instant::now());
+        assert_eq!(delivered(&effects), ["e4"]);
+        assert!(effects.close_members);
+        assert_eq!(tail.known(), Some(&pos(6, "a")));
+
+        // In a resume: not recovered, and nothing of the gap is sent.
+        let c = conn(1);
+        let _ = tail.hold(&c, Some(&pos(3, "a")), Instant::now());
+        let (resolved, _) = tail.resolve(
+            1,
+            Some(&pos(3, "a")),
+            &page(pos(6, "a"), 4..7),
+            encode_all_but(5),
+            Instant::now(),
+        );
+        assert!(matches!(
+            resolved,
+            Resolved::Joined {
+                recovered: Some(false),
+                ..
+            }
+        ));
+        assert!(frames(&resolved).is_empty());
     }
 
     #[test]

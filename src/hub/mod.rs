@@ -497,6 +497,15 @@ impl Hub {
         self.apply(&room, effects);
     }
 
+    /// A durable event this node cannot read: its room's members may not
+    /// be shown the stream without it (docs/PROTOCOL.md §10).
+    fn lose_unreadable(&self, room: &str, offset: u64, epoch: &str) {
+        if let Some((name, tail)) = self.tails.get_named(room) {
+            let effects = durable::lock(&tail).unreadable(offset, Arc::from(epoch));
+            self.apply(&name, effects);
+        }
+    }
+
     /// The frame of an event read back from history.
     fn encode_kept(&self, room: &str, offset: u64, epoch: &str, payload: &Bytes) -> Option<Utf8Bytes> {
         match BackendEvent::parse(payload) {
@@ -648,14 +657,19 @@ impl EventSink for Hub {
             return;
         }
         self.received.increment(1);
-        let parsed = history::unframe(&message)
-            .ok_or_else(|| "malformed durable event header".to_string())
-            .and_then(|(position, payload)| BackendEvent::parse(payload).map(|event| (position, event)));
-        let (position, event) = match parsed {
-            Ok(parsed) => parsed,
+        let Some((position, payload)) = history::unframe(&message) else {
+            self.metrics.events_invalid.increment(1);
+            self.log_invalid(room, "malformed durable event header");
+            return;
+        };
+        let event = match BackendEvent::parse(payload) {
+            Ok(event) => event,
             Err(error) => {
                 self.metrics.events_invalid.increment(1);
                 self.log_invalid(room, &error);
+                if let Some((offset, epoch)) = position {
+                    self.lose_unreadable(room, offset, epoch);
+                }
                 return;
             }
         };
