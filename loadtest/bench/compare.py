@@ -175,6 +175,12 @@ class Server:
             stop(proc)
 
 
+def wsgate_binary() -> str:
+    """The gateway under test: `WSGATE_BIN` (e.g. an older build, for an A/B
+    in one session), else this checkout's release build."""
+    return os.environ.get("WSGATE_BIN") or str(RELEASE / "wsgate")
+
+
 def start_wsgate(redis: Redis | list[str], nodes: int = 1, env: dict[str, str] | None = None) -> Server:
     """Ready nodes on `redis`; given a list of URLs, node i takes URL i (round-robin)."""
     redis_urls = redis if isinstance(redis, list) else [redis.url]
@@ -182,7 +188,7 @@ def start_wsgate(redis: Redis | list[str], nodes: int = 1, env: dict[str, str] |
     for i in range(nodes):
         port = free_port()
         proc = start(
-            [str(RELEASE / "wsgate")],
+            [wsgate_binary()],
             {
                 "WSGATE_LISTEN": f"127.0.0.1:{port}",
                 "WSGATE_JWT_SECRET": SECRET,

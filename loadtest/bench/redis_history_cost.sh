@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Redis CPU per durable event (FCALL wsgate_publish: XADD + HINCRBY + EXPIRE
-# + PUBLISH, in one function call) against a plain PUBLISH of the same
-# payload, in the same run, on a Redis of its own. One subscriber (a
+# Redis CPU per durable event (FCALL wsgate_publish, as backends call it, and
+# wsgate_append, as the gateway does: HGET + HINCRBY + EXPIRE + XADD + PUBLISH
+# in one function call) against a plain PUBLISH of the same payload, in the
+# same run, on a Redis of its own. One subscriber (a
 # redis-cli SUBSCRIBE) receives both, so both pay the same fan-out.
 #
 #   loadtest/bench/redis_history_cost.sh [events] [rounds] [subscribers]
@@ -58,16 +59,23 @@ measure() {
   after=$(cpu_ticks)
   echo $((after - before))
 }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
 for pipeline in 16 1; do
   ratios=()
+  append_ratios=()
   for round in $(seq 1 "$ROUNDS"); do
     plain=$(measure "$pipeline" PUBLISH gw:org:bench "$PAYLOAD")
     durable=$(measure "$pipeline" FCALL wsgate_publish 1 gw:org:bench "$PAYLOAD")
-    # ticks are 10 ms: microseconds per event = ticks * 10000 / events
+    # wsgate_append: what the gateway's API and client publishes call (no
+    # payload check: the gateway has parsed the payload already).
+    append=$(measure "$pipeline" FCALL wsgate_append 1 gw:org:bench "$PAYLOAD")
     ratio=$(python3 -c "print(f'{$durable / max($plain, 1):.2f}')")
+    append_ratio=$(python3 -c "print(f'{$append / max($plain, 1):.2f}')")
     ratios+=("$ratio")
-    python3 -c "print(f'pipeline $pipeline, round $round: PUBLISH {$plain*10000/$EVENTS:.2f} us/event, FCALL wsgate_publish {$durable*10000/$EVENTS:.2f} us/event, ratio $ratio')"
+    append_ratios+=("$append_ratio")
+    python3 -c "e, t = $EVENTS, $TICK_US; print(f'pipeline $pipeline, round $round: PUBLISH {$plain*t/e:.2f} us/event, FCALL wsgate_publish {$durable*t/e:.2f} us/event (ratio $ratio), FCALL wsgate_append {$append*t/e:.2f} us/event (ratio $append_ratio)')"
   done
-  printf '%s\n' "${ratios[@]}" | sort -n | awk -v p="$pipeline" '{a[NR]=$1} END {print "pipeline " p ": median ratio FCALL/PUBLISH " a[int((NR+1)/2)]}'
+  printf '%s\n' "${ratios[@]}" | sort -n | awk -v p="$pipeline" '{a[NR]=$1} END {print "pipeline " p ": median ratio wsgate_publish/PUBLISH " a[int((NR+1)/2)]}'
+  printf '%s\n' "${append_ratios[@]}" | sort -n | awk -v p="$pipeline" '{a[NR]=$1} END {print "pipeline " p ": median ratio wsgate_append/PUBLISH " a[int((NR+1)/2)]}'
 done
 echo "history kept: $(redis-cli -p "$PORT" XLEN '{gw:org:bench}:h') entries (history.size 1000, MAXLEN ~)"

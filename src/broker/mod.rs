@@ -76,7 +76,9 @@ pub trait Broker: Send + Sync + 'static {
     /// Publish an event payload to every node subscribed to `room`.
     fn publish<'a>(&'a self, room: &'a RoomName, payload: Bytes) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Append an event payload to `room`'s history and publish it, in one
-    /// atomic step; returns the event's position.
+    /// atomic step; returns the event's position. The payload is one the
+    /// gateway has parsed (a [`crate::protocol::BackendEvent`]): it is not
+    /// checked again.
     fn publish_durable<'a>(
         &'a self,
         room: &'a RoomName,

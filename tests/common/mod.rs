@@ -192,8 +192,14 @@ impl Redis {
     /// `FCALL wsgate_publish 1 gw:<room> <payload>`: the event's offset, or
     /// the error reply.
     pub async fn fcall_publish(&self, room: &str, payload: &str) -> Result<u64, String> {
+        self.fcall_publish_bytes(room, payload.as_bytes()).await
+    }
+
+    /// [`Redis::fcall_publish`] of a payload that need not be UTF-8.
+    pub async fn fcall_publish_bytes(&self, room: &str, payload: &[u8]) -> Result<u64, String> {
         let channel = format!("gw:{room}");
-        let reply = self.cmd(&["FCALL", "wsgate_publish", "1", &channel, payload]).await;
+        let args: [&[u8]; 5] = [b"FCALL", b"wsgate_publish", b"1", channel.as_bytes(), payload];
+        let reply = resp_bytes(self.port, &args).await.expect("redis command");
         match reply.strip_prefix(':') {
             Some(n) => n.trim().parse().map_err(|_| reply.clone()),
             None => Err(reply),
@@ -229,12 +235,20 @@ impl Redis {
 /// One RESP command on a fresh connection; the raw reply text, read until
 /// the reply is complete (or the connection ends, or [`PATIENCE`] passes).
 pub async fn resp(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    resp_bytes(port, &args).await
+}
+
+/// [`resp`] with arguments that need not be UTF-8.
+pub async fn resp_bytes(port: u16, args: &[&[u8]]) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut command = format!("*{}\r\n", args.len());
+    let mut command = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        command.extend_from_slice(arg);
+        command.extend_from_slice(b"\r\n");
     }
-    stream.write_all(command.as_bytes()).await?;
+    stream.write_all(&command).await?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut text = String::new();
     let deadline = Instant::now() + PATIENCE;

@@ -1,9 +1,11 @@
 //! The Redis Function library `wsgate` (`wsgate.lua` beside this file): how
 //! it is generated from the `[history]` config, loaded, and called.
 //!
-//! Backends publish durably with `FCALL wsgate_publish 1 gw:<room> <payload>`;
-//! the gateway itself calls `wsgate_append` (which also returns the epoch)
-//! and `wsgate_history`.
+//! Backends publish durably with `FCALL wsgate_publish 1 gw:<room> <payload>`,
+//! which refuses a payload the gateway could not read. The gateway itself
+//! calls `wsgate_append` (which also returns the epoch, and skips that
+//! check: the gateway has already parsed the payload, with the parser every
+//! node reads it with) and `wsgate_history`.
 
 use bytes::Bytes;
 use fred::prelude::*;
@@ -27,17 +29,26 @@ pub fn library(prefix: &str, history: &HistoryConfig, max_event_bytes: usize, sh
         .map(|ns| format!("['{ns}'] = true"))
         .collect();
     let position_ttl = history.ttl_s.max(POSITION_TTL.as_secs());
+    let position_refresh = position_refresh(position_ttl, history.ttl_s);
     let body = TEMPLATE
         .replace("{{PREFIX}}", &lua_string_body(prefix))
         .replace("{{SIZE}}", &history.size.to_string())
         .replace("{{MAX_EVENT_BYTES}}", &max_event_bytes.to_string())
         .replace("{{TTL}}", &history.ttl_s.to_string())
         .replace("{{POSITION_TTL}}", &position_ttl.to_string())
+        .replace("{{POSITION_REFRESH}}", &position_refresh.to_string())
         .replace("{{ALL}}", if all { "true" } else { "false" })
         .replace("{{PUBLISH}}", if sharded { "SPUBLISH" } else { "PUBLISH" })
         .replace("{{NAMESPACES}}", &namespaces.join(", "));
     let version = format!("1-{:016x}", crate::fingerprint::fnv1a(body.as_bytes()));
     (body.replace("{{VERSION}}", &version), version)
+}
+
+/// Every how many events the function pushes back a position's expiry:
+/// as rarely as keeps the position's lifetime within a tenth over
+/// `position_ttl` (see `POSITION_REFRESH` in the library).
+fn position_refresh(position_ttl: u64, ttl_s: u64) -> u64 {
+    (position_ttl / ttl_s.max(1).saturating_mul(10)).max(1)
 }
 
 /// The prefix is validated ASCII without spaces; escape what a single-quoted
@@ -56,7 +67,8 @@ pub async fn load(client: &Client, source: &str, cluster: bool) -> Result<(), Er
     }
 }
 
-/// `FCALL wsgate_append`: the new event's position.
+/// `FCALL wsgate_append`: the new event's position. `payload` is one the
+/// gateway has parsed ([`crate::protocol::BackendEvent`]).
 pub async fn append(client: &Client, channel: String, payload: Bytes) -> Result<Position, Error> {
     let reply: Vec<Value> = client.fcall("wsgate_append", channel, payload).await?;
     match reply.as_slice() {
@@ -138,6 +150,24 @@ fn unexpected(what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_positions_expiry_is_pushed_back_rarely_but_never_too_late() {
+        for (position_ttl, ttl_s) in [
+            (86_400, 600),
+            (86_400, 1),
+            (86_400, 8_640),
+            (86_400, 86_400),
+            (100_000, 0),
+        ] {
+            let refresh = position_refresh(position_ttl, ttl_s);
+            assert!(refresh >= 1);
+            // Events between two refreshes span less than (refresh - 1) * ttl_s.
+            assert!((refresh - 1) * ttl_s <= position_ttl / 10, "{position_ttl} {ttl_s}");
+        }
+        assert_eq!(position_refresh(86_400, 600), 14);
+        assert_eq!(position_refresh(86_400, 86_400), 1);
+    }
 
     #[test]
     fn the_library_embeds_the_config_and_is_versioned_by_it() {

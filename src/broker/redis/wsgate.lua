@@ -15,6 +15,14 @@ local SIZE = {{SIZE}}
 local MAX_EVENT_BYTES = {{MAX_EVENT_BYTES}}
 local TTL = {{TTL}}
 local POSITION_TTL = {{POSITION_TTL}}
+-- The position's expiry is pushed back every POSITION_REFRESH-th event, and
+-- whenever the stream is new, by POSITION_TTL plus the longest time those
+-- events can span: events that find the stream still there are less than
+-- TTL apart. So the position outlives its last event by POSITION_TTL or a
+-- little more, without an EXPIRE on every event.
+local POSITION_REFRESH = {{POSITION_REFRESH}}
+local POSITION_REFRESH_TTL = POSITION_TTL + (POSITION_REFRESH - 1) * TTL
+local TTL_TEXT, SIZE_TEXT = '{{TTL}}', '{{SIZE}}'
 local ALL = {{ALL}}
 local NAMESPACES = { {{NAMESPACES}} }
 
@@ -46,12 +54,45 @@ local function epoch_of(key)
   return meta, epoch
 end
 
--- The gateway drops a payload it cannot read; refuse it here instead, so
--- that offsets stay contiguous for clients.
-local function invalid(payload)
+local function too_large(payload)
   if #payload > MAX_EVENT_BYTES then
     return 'wsgate: the payload is ' .. #payload .. ' bytes, more than limits.max_event_bytes (' .. MAX_EVENT_BYTES .. ')'
   end
+  return nil
+end
+
+-- cjson does not check that strings are UTF-8; JSON text must be.
+local function is_utf8(text)
+  local byte, find = string.byte, string.find
+  local at = find(text, '[\128-\255]')
+  while at do
+    local c, len, low, high = byte(text, at), 0, 0x80, 0xBF
+    if c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then len = 3
+    elseif c >= 0xF0 and c <= 0xF4 then len = 4
+    else return false end
+    -- No overlong forms, no surrogates, nothing past U+10FFFF.
+    if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F
+    elseif c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    local second = byte(text, at + 1)
+    if not second or second < low or second > high then return false end
+    for i = at + 2, at + len - 1 do
+      local next = byte(text, i)
+      if not next or next < 0x80 or next > 0xBF then return false end
+    end
+    at = find(text, '[\128-\255]', at + len)
+  end
+  return true
+end
+
+local OPTIONAL_TEXT_FIELDS = {'id', 'from', 'skip'}
+
+-- A node that cannot read a durable event closes the room's members
+-- (a gap is never skipped silently); refuse here, with the reason, what
+-- the gateway would not read.
+local function invalid(payload)
+  local why = too_large(payload)
+  if why then return why end
   local ok, event = pcall(cjson.decode, payload)
   if not ok or type(event) ~= 'table' or type(event.event) ~= 'string' then
     return 'wsgate: the payload must be a JSON object {"event":"...","data":...}'
@@ -60,38 +101,70 @@ local function invalid(payload)
   if #name == 0 or #name > 128 or string.find(name, '%c') or string.find(name, '\194[\128-\159]') then
     return "wsgate: 'event' must be 1-128 bytes without control characters"
   end
+  for i = 1, #OPTIONAL_TEXT_FIELDS do
+    local field = OPTIONAL_TEXT_FIELDS[i]
+    local value = event[field]
+    if value ~= nil and value ~= cjson.null and type(value) ~= 'string' then
+      return "wsgate: '" .. field .. "' must be a string"
+    end
+  end
+  if not is_utf8(payload) then
+    return 'wsgate: the payload is not UTF-8'
+  end
   return nil
 end
 
 -- Append to the history and publish, atomically: {offset, epoch}.
-local function append(keys, args)
-  local key, payload = keys[1], args[1]
-  if #keys ~= 1 or payload == nil then
-    return redis.error_reply('wsgate: usage: FCALL wsgate_publish 1 ' .. PREFIX .. '<room> <payload>')
-  end
-  local refused = room_of(key)
-  if refused then return refused end
-  local why = invalid(payload)
-  if why then return redis.error_reply(why) end
+-- The hot path of every durable event: it converts the offset to text once
+-- (the entry id "<offset>" is "<offset>-0") and passes the constants as
+-- text, since every conversion is measurable against a plain PUBLISH.
+local function append(key, payload)
   local meta, epoch = epoch_of(key)
   local offset = redis.call('HINCRBY', meta, 'o', 1)
-  redis.call('EXPIRE', meta, math.max(TTL, POSITION_TTL))
+  local id = tostring(offset)
   local stream = '{' .. key .. '}:h'
-  redis.call('XADD', stream, 'MAXLEN', '~', SIZE, offset .. '-0', 'p', payload)
-  redis.call('EXPIRE', stream, TTL)
-  redis.call('{{PUBLISH}}', key, '__d:' .. offset .. ':' .. epoch .. '__' .. payload)
+  local stream_is_new = redis.call('EXPIRE', stream, TTL_TEXT) == 0
+  redis.call('XADD', stream, 'MAXLEN', '~', SIZE_TEXT, id, 'p', payload)
+  if stream_is_new then
+    redis.call('EXPIRE', stream, TTL_TEXT)
+  end
+  if stream_is_new or offset % POSITION_REFRESH == 0 then
+    redis.call('EXPIRE', meta, POSITION_REFRESH_TTL)
+  end
+  redis.call('{{PUBLISH}}', key, '__d:' .. id .. ':' .. epoch .. '__' .. payload)
   return {offset, epoch}
+end
+
+-- The room's channel and the payload of an FCALL, or the error reply.
+local function room_and_payload(keys, args, name)
+  local key, payload = keys[1], args[1]
+  if #keys ~= 1 or payload == nil then
+    return nil, nil, redis.error_reply('wsgate: usage: FCALL ' .. name .. ' 1 ' .. PREFIX .. '<room> <payload>')
+  end
+  local refused = room_of(key)
+  if refused then return nil, nil, refused end
+  return key, payload, nil
 end
 
 -- FCALL wsgate_publish 1 <prefix><room> <payload>  ->  the event's offset
 redis.register_function('wsgate_publish', function(keys, args)
-  local result = append(keys, args)
-  if type(result) == 'table' and result[1] then return result[1] end
-  return result
+  local key, payload, refused = room_and_payload(keys, args, 'wsgate_publish')
+  if refused then return refused end
+  local why = invalid(payload)
+  if why then return redis.error_reply(why) end
+  return append(key, payload)[1]
 end)
 
 -- FCALL wsgate_append 1 <prefix><room> <payload>  ->  {offset, epoch}
-redis.register_function('wsgate_append', append)
+-- The gateway's own, for payloads it has already read with the parser
+-- every node reads them with: only their size is checked again here.
+redis.register_function('wsgate_append', function(keys, args)
+  local key, payload, refused = room_and_payload(keys, args, 'wsgate_append')
+  if refused then return refused end
+  local why = too_large(payload)
+  if why then return redis.error_reply(why) end
+  return append(key, payload)
+end)
 
 -- FCALL wsgate_history 1 <prefix><room> <since> <limit> <max_gap>
 --   -> {epoch, offset, { {id, {'p', payload}}, ... }}: at most <limit> events
