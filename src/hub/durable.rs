@@ -708,6 +708,21 @@ mod tests {
         assert_eq!(tail.known(), Some(&pos(1, "b")));
     }
 
+    /// Joined with `recovered:false`, and nothing of the gap sent.
+    fn assert_not_recovered(resolved: &Resolved, why: &str) {
+        assert!(
+            matches!(
+                resolved,
+                Resolved::Joined {
+                    recovered: Some(false),
+                    ..
+                }
+            ),
+            "{why}"
+        );
+        assert!(frames(resolved).is_empty(), "{why}");
+    }
+
     /// `encode` that cannot read the payload at `bad`.
     fn encode_all_but(bad: u64) -> impl Fn(u64, &Bytes) -> Option<Utf8Bytes> {
         move |offset, payload| (offset != bad).then(|| encode(offset, payload)).flatten()
@@ -740,14 +755,7 @@ mod tests {
             encode_all_but(5),
             Instant::now(),
         );
-        assert!(matches!(
-            resolved,
-            Resolved::Joined {
-                recovered: Some(false),
-                ..
-            }
-        ));
-        assert!(frames(&resolved).is_empty());
+        assert_not_recovered(&resolved, "an unreadable missed event");
     }
 
     #[test]
@@ -807,28 +815,12 @@ mod tests {
             encode,
             Instant::now(),
         );
-        assert!(matches!(
-            resolved,
-            Resolved::Joined {
-                recovered: Some(false),
-                ..
-            }
-        ));
-        assert!(frames(&resolved).is_empty());
+        assert_not_recovered(&resolved, "a new epoch");
 
         let d = conn(2);
         let _ = tail.hold(&d, Some(&pos(1, "a")), Instant::now());
         let (resolved, _) = tail.resolve(2, Some(&pos(1, "a")), &page(pos(7, "a"), 5..8), encode, Instant::now());
-        assert!(
-            matches!(
-                resolved,
-                Resolved::Joined {
-                    recovered: Some(false),
-                    ..
-                }
-            ),
-            "trimmed"
-        );
+        assert_not_recovered(&resolved, "trimmed");
 
         let e = conn(3);
         let _ = tail.hold(&e, Some(&pos(1, "a")), Instant::now());
