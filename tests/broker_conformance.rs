@@ -534,6 +534,56 @@ async fn redis_history_is_shared_by_nodes_and_backends_through_fcall() {
     assert_ne!(after.epoch, epoch);
 }
 
+/// The function's UTF-8 check agrees with the gateway's parser on every
+/// kind of byte sequence: what it accepts every node reads, what it
+/// refuses no node could have read.
+#[tokio::test]
+async fn the_function_accepts_exactly_the_text_the_gateway_reads() {
+    let redis = Redis::start().await;
+    let factory = redis_factory(redis.url());
+    let _node = factory().await; // loads the library
+    let pieces: [&[u8]; 16] = [
+        b"a",
+        "é".as_bytes(),
+        "日".as_bytes(),
+        "🎉".as_bytes(),
+        "\u{10FFFF}".as_bytes(),
+        b"\x80",
+        b"\xc0\xaf",
+        b"\xc1\xbf",
+        b"\xe0\x80\xaf",
+        b"\xed\xa0\x80",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"\xff",
+        b"\xe6\x97",
+        b"\xf0\x9f\x8e",
+    ];
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let mut text = Vec::new();
+        for _ in 0..fastrand::usize(1..5) {
+            text.extend_from_slice(pieces[fastrand::usize(..pieces.len())]);
+        }
+        let mut payload = br#"{"event":"e","data":""#.to_vec();
+        payload.extend_from_slice(&text);
+        payload.extend_from_slice(br#""}"#);
+        let reply = redis.fcall_publish_bytes("orders:utf8", &payload).await;
+        let readable = wsgate::protocol::BackendEvent::parse(&payload).is_ok();
+        assert_eq!(std::str::from_utf8(&text).is_ok(), readable, "{text:?}");
+        match reply {
+            Ok(_) if readable => accepted += 1,
+            Err(reason) if !readable => {
+                assert!(reason.contains("not UTF-8"), "{reason}");
+                refused += 1;
+            }
+            other => panic!("{text:?}: the gateway reads it: {readable}, the function: {other:?}"),
+        }
+    }
+    assert!(accepted > 10 && refused > 10, "{accepted} accepted, {refused} refused");
+}
+
 #[tokio::test]
 async fn redis_brokers_on_two_nodes_each_receive_once() {
     let redis = Redis::start().await;
