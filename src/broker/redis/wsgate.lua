@@ -116,12 +116,13 @@ end
 
 -- Append to the history and publish, atomically: {offset, epoch}.
 -- The hot path of every durable event: it converts the offset to text once
--- (the entry id "<offset>" is "<offset>-0") and passes the constants as
--- text, since every conversion is measurable against a plain PUBLISH.
+-- (the entry id "<offset>" is "<offset>-0"; '%d', as tostring would write
+-- 1e+14 from 10^14 on) and passes the constants as text, since every
+-- conversion is measurable against a plain PUBLISH.
 local function append(key, payload)
   local meta, epoch = epoch_of(key)
   local offset = redis.call('HINCRBY', meta, 'o', 1)
-  local id = tostring(offset)
+  local id = string.format('%d', offset)
   local stream = '{' .. key .. '}:h'
   local stream_is_new = redis.call('EXPIRE', stream, TTL_TEXT) == 0
   redis.call('XADD', stream, 'MAXLEN', '~', SIZE_TEXT, id, 'p', payload)
