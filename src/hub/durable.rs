@@ -558,15 +558,7 @@ impl Tail {
         let filled = match page {
             Ok(page) if page.position.epoch == known.epoch && known.offset == from && page.covers(from) => page,
             other => {
-                // Continue from the newest position anyone has seen.
-                let mut at = newest_pending
-                    .map(|(offset, epoch)| Position { offset, epoch })
-                    .unwrap_or(known);
-                if let Ok(page) = other
-                    && (page.position.epoch != at.epoch || page.position.offset > at.offset)
-                {
-                    at = page.position.clone();
-                }
+                let at = newest_seen(newest_pending, known, other.ok());
                 self.lose_continuity(at, &mut effects);
                 return effects;
             }
@@ -574,10 +566,7 @@ impl Tail {
         for (offset, payload) in &filled.events {
             let Some(frame) = encode(*offset, payload) else {
                 // Unreadable: a gap the history cannot fill after all.
-                let at = match newest_pending {
-                    Some((offset, epoch)) if offset > filled.position.offset => Position { offset, epoch },
-                    _ => filled.position.clone(),
-                };
+                let at = newest_seen(newest_pending, known, Some(filled));
                 self.lose_continuity(at, &mut effects);
                 return effects;
             };
@@ -596,6 +585,19 @@ impl Tail {
         }
         self.promote_ready(&mut effects);
         effects
+    }
+}
+
+/// Where a room continues after a repair that could not fill its gap: the
+/// newest position anyone has seen (a live event waiting for the repair,
+/// the tail's own, or the read's; a read in another epoch is newer).
+fn newest_seen(pending: Option<(u64, Arc<str>)>, known: Position, read: Option<&HistoryPage>) -> Position {
+    let at = pending
+        .map(|(offset, epoch)| Position { offset, epoch })
+        .unwrap_or(known);
+    match read {
+        Some(page) if page.position.epoch != at.epoch || page.position.offset > at.offset => page.position.clone(),
+        _ => at,
     }
 }
 

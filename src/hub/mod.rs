@@ -511,8 +511,7 @@ impl Hub {
         match BackendEvent::parse(payload) {
             Ok(event) => Some(encode_event(room, &event, Some((offset, epoch)))),
             Err(error) => {
-                self.metrics.events_invalid.increment(1);
-                self.log_invalid(room, &error);
+                self.drop_invalid(room, &error);
                 None
             }
         }
@@ -623,6 +622,12 @@ impl Hub {
         self.users.iter().map(|e| e.value().len()).sum()
     }
 
+    /// An event payload that cannot be read: counted, logged, not delivered.
+    fn drop_invalid(&self, room: &str, error: &str) {
+        self.metrics.events_invalid.increment(1);
+        self.log_invalid(room, error);
+    }
+
     fn log_invalid(&self, room: &str, error: &str) {
         let now = connection::unix_now();
         let last = self.last_invalid_log.load(Ordering::Relaxed);
@@ -658,15 +663,13 @@ impl EventSink for Hub {
         }
         self.received.increment(1);
         let Some((position, payload)) = history::unframe(&message) else {
-            self.metrics.events_invalid.increment(1);
-            self.log_invalid(room, "malformed durable event header");
+            self.drop_invalid(room, "malformed durable event header");
             return;
         };
         let event = match BackendEvent::parse(payload) {
             Ok(event) => event,
             Err(error) => {
-                self.metrics.events_invalid.increment(1);
-                self.log_invalid(room, &error);
+                self.drop_invalid(room, &error);
                 if let Some((offset, epoch)) = position {
                     self.lose_unreadable(room, offset, epoch);
                 }
