@@ -37,6 +37,12 @@ pub fn library(prefix: &str, history: &HistoryConfig, max_event_bytes: usize, sh
         .replace("{{TTL}}", &history.ttl_s.to_string())
         .replace("{{POSITION_TTL}}", &position_ttl.to_string())
         .replace("{{POSITION_REFRESH}}", &position_refresh.to_string())
+        .replace(
+            "{{POSITION_REFRESH_TTL}}",
+            &position_ttl
+                .saturating_add((position_refresh - 1).saturating_mul(history.ttl_s))
+                .to_string(),
+        )
         .replace("{{ALL}}", if all { "true" } else { "false" })
         .replace("{{PUBLISH}}", if sharded { "SPUBLISH" } else { "PUBLISH" })
         .replace("{{NAMESPACES}}", &namespaces.join(", "));
@@ -178,6 +184,8 @@ mod tests {
         let (source, version) = library("gw:", &history, 61440, false);
         assert!(source.starts_with("#!lua name=wsgate\n"));
         assert!(source.contains("local SIZE = 1000"));
+        // 24 h plus 13 events' span of ttl_s, as text: no arithmetic at load time.
+        assert!(source.contains("local POSITION_REFRESH_TTL = '94200'"));
         assert!(source.contains("redis.call('PUBLISH'"));
         let (sharded, sharded_version) = library("gw:", &history, 61440, true);
         assert!(sharded.contains("redis.call('SPUBLISH'"));

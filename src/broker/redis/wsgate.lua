@@ -21,7 +21,8 @@ local POSITION_TTL = {{POSITION_TTL}}
 -- TTL apart. So the position outlives its last event by POSITION_TTL or a
 -- little more, without an EXPIRE on every event.
 local POSITION_REFRESH = {{POSITION_REFRESH}}
-local POSITION_REFRESH_TTL = POSITION_TTL + (POSITION_REFRESH - 1) * TTL
+-- POSITION_TTL + (POSITION_REFRESH - 1) * TTL, as text (see append).
+local POSITION_REFRESH_TTL = '{{POSITION_REFRESH_TTL}}'
 local TTL_TEXT, SIZE_TEXT = '{{TTL}}', '{{SIZE}}'
 local ALL = {{ALL}}
 local NAMESPACES = { {{NAMESPACES}} }
@@ -118,10 +119,11 @@ end
 -- The hot path of every durable event: it converts the offset to text once
 -- (the entry id "<offset>" is "<offset>-0"; '%d', as tostring would write
 -- 1e+14 from 10^14 on) and passes the constants as text, since every
--- conversion is measurable against a plain PUBLISH.
+-- conversion is measurable against a plain PUBLISH (a number argument to
+-- redis.call is printed as a float: printf's float path showed in a profile).
 local function append(key, payload)
   local meta, epoch = epoch_of(key)
-  local offset = redis.call('HINCRBY', meta, 'o', 1)
+  local offset = redis.call('HINCRBY', meta, 'o', '1')
   local id = string.format('%d', offset)
   local stream = '{' .. key .. '}:h'
   local stream_is_new = redis.call('EXPIRE', stream, TTL_TEXT) == 0
