@@ -58,14 +58,27 @@ export interface Reset {
 }
 
 export interface GatewayOptions {
-  /** Returns a fresh JWT; called on every (re)connect and before expiry. */
-  getToken: () => string | Promise<string>;
+  /**
+   * Returns a JWT; called on every (re)connect and before expiry.
+   * `refused` is the reason the server gave when it closed the last
+   * connection with 4001 (the token expired, was revoked, or is bad): fetch
+   * a new token then rather than hand back a cached one. After two tokens in
+   * a row are refused before a welcome the client stops (state
+   * "disconnected", willReconnect false) until connect() is called again.
+   */
+  getToken: (context: { refused: string | null }) => string | Promise<string>;
   /** Back-off floor and ceiling (full jitter). Defaults 500 and 20000. */
   minReconnectDelayMs?: number;
   maxReconnectDelayMs?: number;
   /** The first retry after a 1012 waits at most this long. Default 250. */
   drainReconnectDelayMs?: number;
-  /** How long a command (and the welcome) may take. Default 10000. */
+  /**
+   * How long a command (and the welcome) may take. Default 10000. It runs
+   * from the call, the wait for a connection included, except for
+   * subscribe: a subscription waits for the connection as long as it
+   * takes, and its timeout runs from when it is sent (on expiry the client
+   * reconnects, and the subscription is resumed).
+   */
   timeoutMs?: number;
   /** A connection up this long resets the back-off. Default 5000. */
   stableAfterMs?: number;
@@ -73,6 +86,12 @@ export interface GatewayOptions {
   refreshLeadFraction?: number;
   /** ...but never earlier than this before expiry. Default 30000. */
   maxRefreshLeadMs?: number;
+  /**
+   * The server's ws.max_frame_bytes. Default 65536. A larger publish is
+   * refused here (GatewayError "limit_exceeded") instead of being sent and
+   * closing the socket with 1009.
+   */
+  maxFrameBytes?: number;
   /** Log to console.debug. */
   debug?: boolean;
 }
@@ -115,13 +134,17 @@ export interface GatewayEvents {
 }
 
 export declare class GatewayError extends Error {
-  /** A protocol error code, or "disconnected", "closed", "timeout", "token", "policy". */
+  /**
+   * A protocol error code (e.g. "forbidden", "limit_exceeded"; "unauthorized"
+   * for a 4001 close), or "disconnected", "closed", "timeout", "token", "policy".
+   */
   readonly code: string;
   /** The room a `forbidden` error names when a refreshed token no longer grants it. */
   room?: string;
 }
 export declare class ReplyError extends GatewayError {}
 export declare class DisconnectedError extends GatewayError {}
+/** The command was abandoned: close() was called, or unsubscribe() before a waiting subscribe was sent. */
 export declare class ClosedError extends GatewayError {}
 export declare class TimeoutError extends GatewayError {}
 

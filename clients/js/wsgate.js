@@ -45,7 +45,7 @@ export class DisconnectedError extends GatewayError {
   }
 }
 
-/** `close()` was called: the command was abandoned. */
+/** The command was abandoned: `close()` was called, or `unsubscribe()` before a waiting subscribe was sent. */
 export class ClosedError extends GatewayError {
   constructor(message = "client closed") {
     super("closed", message);
@@ -74,6 +74,10 @@ const DEFAULTS = Object.freeze({
   // at maxRefreshLeadMs), so a short token is refreshed well before expiry.
   refreshLeadFraction: 0.25,
   maxRefreshLeadMs: 30000,
+  // The server's ws.max_frame_bytes: a bigger publish would close the
+  // socket with 1009 (and fail every command in flight), so it is refused
+  // here instead.
+  maxFrameBytes: 65536,
   debug: false,
 });
 
@@ -84,6 +88,10 @@ const STOP_CODES = new Set([1002, 1003, 1007, 1008, 4008]);
 const CLOSE_NO_PONG = 4000;
 /** The least wait before a refresh, and the first retry's back-off. */
 const MIN_REFRESH_DELAY_MS = 1000;
+/** Most rooms the server takes in one `since` map. */
+const MAX_SINCE_ROOMS = 1000;
+/** Tokens refused at auth (4001 before the welcome) in a row before the client stops. */
+const MAX_REFUSED_TOKENS = 2;
 
 /**
  * One connection to wsgate. Create it, register listeners, `connect()`.
@@ -114,10 +122,14 @@ export class Gateway {
     this._subscriptions = new Map();
     // ref → pending command { resolve, reject, timer, kind, room }.
     this._pending = new Map();
+    // Rooms with an unsubscribe in flight: their late events are dropped.
+    this._leaving = new Set();
     // Commands that wait for the connection (sent on welcome).
     this._queued = [];
     this._nextRef = 1;
     this._ws = null;
+    // Between _open() asking for a token and the socket existing.
+    this._opening = false;
     this._attempt = 0;
     this._wantConnected = false;
     // Set by a close code that says "don't come back at once" (1008, 4008):
@@ -125,6 +137,12 @@ export class Gateway {
     this._stopped = false;
     this._timers = { reconnect: null, refresh: null, heartbeat: null, stable: null, connect: null };
     this._lastFrameAt = 0;
+    // When our unanswered ping went out, or null.
+    this._pingSentAt = null;
+    // The reason of the last 4001, handed to getToken(); and how many
+    // tokens in a row were refused before a welcome.
+    this._refusedReason = null;
+    this._refusedInARow = 0;
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
   }
@@ -151,8 +169,9 @@ export class Gateway {
       globalThis.addEventListener("online", this._onOnline);
       globalThis.addEventListener("offline", this._onOffline);
     }
-    if (this._ws || this._timers.reconnect) return;
+    if (this._ws || this._opening || this._timers.reconnect) return;
     this._attempt = 0;
+    this._refusedInARow = 0;
     this._open();
   }
 
@@ -178,40 +197,46 @@ export class Gateway {
   subscribe(room, { onEvent, onReset, since, timeoutMs } = {}) {
     room = String(room);
     const existing = this._subscriptions.get(room);
-    const sub = existing ?? { room, onEvent: null, onReset: null };
+    const sub = existing ?? { room, onEvent: null, onReset: null, joined: false, joining: null, resetOnAck: false };
     if (onEvent) sub.onEvent = onEvent;
     if (onReset) sub.onReset = onReset;
     this._subscriptions.set(room, sub);
     if (since && since.epoch !== undefined && !this._positions.has(room)) {
       this._positions.set(room, { offset: Number(since.offset), epoch: String(since.epoch) });
     }
-    if (this._isTokenRoom(room) && this.state === State.CONNECTED) {
+    if (this.state === State.CONNECTED && (this._isTokenRoom(room) || sub.joined)) {
       return Promise.resolve(this.position(room));
     }
-    return this._command({ kind: "subscribe", room }, timeoutMs).then((ack) => this._subscribed(room, ack), (err) => {
-      // A refusal (forbidden, bad_request) ends the subscription; a
-      // disconnect keeps it, so it is resumed on the next connection.
-      if (err instanceof ReplyError || err instanceof TimeoutError) this._subscriptions.delete(room);
-      throw err;
-    });
+    return sub.joining ?? this._join(sub, timeoutMs);
   }
 
   /** Leave a room joined with subscribe(). Resolves when the server acked (or at once when offline). */
   unsubscribe(room) {
     room = String(room);
     if (!this._subscriptions.delete(room)) return Promise.resolve();
-    if (!this._isTokenRoom(room)) this._positions.delete(room);
-    if (this.state !== State.CONNECTED || this._isTokenRoom(room)) return Promise.resolve();
-    return this._command({ kind: "unsubscribe", room }).then(
-      () => undefined,
-      (err) => {
-        // Not subscribed, or the connection went (and the room with it):
-        // the room is left either way.
-        if (err instanceof ReplyError && err.code === "not_found") return undefined;
-        if (err instanceof DisconnectedError || err instanceof ClosedError) return undefined;
-        throw err;
-      },
-    );
+    // A subscribe still waiting for the connection is abandoned, so it
+    // cannot join the room behind the app's back.
+    for (const [ref, pending] of this._pending) {
+      if (pending.kind === "subscribe" && pending.room === room && !pending.sent) {
+        this._abandon(ref, new ClosedError(`unsubscribed from ${room} before the subscribe was sent`));
+      }
+    }
+    if (this._isTokenRoom(room)) return Promise.resolve();
+    this._positions.delete(room);
+    if (this.state !== State.CONNECTED) return Promise.resolve();
+    this._leaving.add(room);
+    return this._command({ kind: "unsubscribe", room })
+      .then(
+        () => undefined,
+        (err) => {
+          // Not subscribed, or the connection went (and the room with it):
+          // the room is left either way.
+          if (err instanceof ReplyError && err.code === "not_found") return undefined;
+          if (err instanceof DisconnectedError || err instanceof ClosedError) return undefined;
+          throw err;
+        },
+      )
+      .finally(() => this._leaving.delete(room));
   }
 
   /**
@@ -252,7 +277,7 @@ export class Gateway {
 
   async _open() {
     this._timers.reconnect = null;
-    if (!this._wantConnected) return;
+    if (!this._wantConnected || this._ws || this._opening) return;
     if (globalThis.navigator && globalThis.navigator.onLine === false) {
       // Back when the browser says it is online again.
       this._setState(State.DISCONNECTED, { reason: "offline" });
@@ -260,13 +285,16 @@ export class Gateway {
     }
     this._setState(State.CONNECTING, {});
     let token;
+    this._opening = true;
     try {
-      token = await this.options.getToken();
+      token = await this.options.getToken({ refused: this._refusedReason });
       if (typeof token !== "string" || token === "") throw new Error("getToken() returned no token");
     } catch (cause) {
       this._emit("error", new GatewayError("token", `getToken failed: ${cause?.message ?? cause}`));
       this._scheduleReconnect(null);
       return;
+    } finally {
+      this._opening = false;
     }
     if (!this._wantConnected || this._ws) return;
     let ws;
@@ -287,7 +315,7 @@ export class Gateway {
     }, this.options.timeoutMs);
     ws.onopen = () => {
       const auth = { type: "auth", token };
-      const since = this._tokenRoomPositions();
+      const since = this._authSince();
       if (since) auth.since = since;
       ws.send(JSON.stringify(auth));
     };
@@ -305,6 +333,9 @@ export class Gateway {
   _afterClose(code, reason) {
     this._clearTimers();
     this._ws = null;
+    this._pingSentAt = null;
+    this._leaving.clear();
+    for (const sub of this._subscriptions.values()) sub.joined = false;
     const wasConnected = this.state === State.CONNECTED;
     this._log("closed", code, reason);
     // Commands in flight may or may not have taken effect: reject them.
@@ -314,17 +345,33 @@ export class Gateway {
         this._pending.delete(ref);
         clearTimeout(pending.timer);
         if (pending.kind === "subscribe" && this._subscriptions.has(pending.room)) {
-          // The subscription outlives the socket: re-queue it.
+          // The subscription outlives the socket: re-queue it (its
+          // timeout starts again when it is sent).
           pending.sent = false;
+          pending.timer = null;
           this._pending.set(ref, pending);
           this._queued.push(ref);
-          pending.timer = this._timeout(ref, pending.timeoutMs);
         } else {
           pending.reject(new DisconnectedError(`connection closed (${code}${reason ? ` ${reason}` : ""})`));
         }
       }
     }
     if (!this._wantConnected) return;
+    if (code === 4001) {
+      // The token expired, was refused or revoked, or the server logged the
+      // user out: the next getToken() is told why, so it can fetch a new
+      // token rather than hand back a cached one.
+      this._refusedReason = reason || "unauthorized";
+      this._emit("error", new GatewayError("unauthorized", `closed with 4001: ${reason ?? ""}`));
+      if (!wasConnected && ++this._refusedInARow >= MAX_REFUSED_TOKENS) {
+        // getToken() keeps giving tokens the server refuses: looping would not help.
+        this._wantConnected = false;
+        this._stopped = true;
+        this._failAll(() => new DisconnectedError(`tokens refused (4001 ${reason ?? ""}): call connect() again`));
+        this._setState(State.DISCONNECTED, { code, reason, willReconnect: false });
+        return;
+      }
+    }
     if (STOP_CODES.has(code) || (code === 1000 && !/heartbeat/i.test(reason ?? ""))) {
       // The server asked us not to come back at once (§4).
       this._wantConnected = false;
@@ -354,7 +401,7 @@ export class Gateway {
   }
 
   _online() {
-    if (!this._wantConnected || this._ws) return;
+    if (!this._wantConnected || this._ws || this._opening) return;
     clearTimeout(this._timers.reconnect);
     this._timers.reconnect = null;
     this._attempt = 0;
@@ -437,6 +484,8 @@ export class Gateway {
   }
 
   _onEvent(frame) {
+    // Sent before the server took our unsubscribe: the app has left.
+    if (this._leaving.has(frame.room)) return;
     const offset = frame.offset;
     if (offset !== undefined) {
       const known = this._positions.get(frame.room);
@@ -475,9 +524,15 @@ export class Gateway {
         this._positions.set(room, { offset: given.offset, epoch: given.epoch });
       } else if (recovered[room] === false) {
         this._reset(room, given);
+      } else if (recovered[room] === undefined && (known.offset !== given.offset || known.epoch !== given.epoch)) {
+        // Not resumed, yet the room moved on from our position: say so
+        // rather than continue past a gap.
+        this._reset(room, given);
       }
       // recovered:true: keep ours; the missed events follow the welcome.
     }
+    this._refusedReason = null;
+    this._refusedInARow = 0;
     this._scheduleRefresh(welcome.expires_at);
     this._startHeartbeat(welcome.heartbeat_s);
     this._timers.stable = setTimeout(() => {
@@ -485,14 +540,19 @@ export class Gateway {
     }, this.options.stableAfterMs);
     this._setState(State.CONNECTED, { connId: welcome.conn_id });
     this._emit("connected", welcome);
-    // Re-join the app's rooms, then send what waited for the connection.
-    const queuedRooms = new Set();
-    for (const ref of this._queued) {
-      const p = this._pending.get(ref);
-      if (p && p.kind === "subscribe") queuedRooms.add(p.room);
+    // A subscribe that waited for the connection to a room the token turns
+    // out to grant is answered here (the room was resumed with the auth
+    // frame; subscribing again with a position would be refused).
+    for (const ref of [...this._queued]) {
+      const pending = this._pending.get(ref);
+      if (pending && pending.kind === "subscribe" && this._isTokenRoom(pending.room)) {
+        this._queued = this._queued.filter((r) => r !== ref);
+        this._settle(ref, { type: "ack", position: this.position(pending.room) }, null);
+      }
     }
-    for (const room of this._subscriptions.keys()) {
-      if (!this._isTokenRoom(room) && !queuedRooms.has(room)) this._resubscribe(room);
+    // Re-join the app's rooms, then send what waited for the connection.
+    for (const sub of this._subscriptions.values()) {
+      if (!this._isTokenRoom(sub.room) && !sub.joining) this._resubscribe(sub);
     }
     const queued = this._queued;
     this._queued = [];
@@ -513,35 +573,59 @@ export class Gateway {
     this._emit("reset", { room, position: this.position(room) });
   }
 
-  _resubscribe(room) {
-    this._command({ kind: "subscribe", room }).then(
-      (ack) => this._subscribed(room, ack),
-      (err) => {
-        if (err instanceof ReplyError && err.code === "bad_request" && this._positions.has(room)) {
-          // Our position is not valid there any more (e.g. ahead of a
-          // restored Redis): join afresh and tell the app to reload.
-          this._positions.delete(room);
-          this._command({ kind: "subscribe", room }).then(
-            (ack) => {
-              this._subscribed(room, ack);
-              if (ack.position) this._reset(room, ack.position);
-            },
-            (e) => this._emit("error", e),
-          );
-          return;
-        }
-        if (err instanceof ReplyError) this._subscriptions.delete(room);
-        if (!(err instanceof DisconnectedError || err instanceof ClosedError)) this._emit("error", err);
-      },
-    );
+  _resubscribe(sub) {
+    this._join(sub).catch((err) => {
+      if (!(err instanceof DisconnectedError || err instanceof ClosedError)) this._emit("error", err);
+    });
   }
 
-  _subscribed(room, ack) {
+  // One subscribe of `sub` (from subscribe() or a reconnect), resolving with
+  // the room's position. It is sent with the room's position when there is
+  // one; the subscription ends only when the server refuses it.
+  _join(sub, timeoutMs) {
+    const room = sub.room;
+    const current = () => this._subscriptions.get(room) === sub;
+    const joining = this._command({ kind: "subscribe", room }, timeoutMs)
+      .catch((err) => {
+        if (err instanceof ReplyError && err.code === "bad_request" && this._positions.has(room) && current()) {
+          // Our position is not valid there (e.g. ahead of a restored
+          // Redis): join afresh and tell the app to reload.
+          this._positions.delete(room);
+          sub.resetOnAck = true;
+          return this._command({ kind: "subscribe", room }, timeoutMs);
+        }
+        throw err;
+      })
+      .then(
+        (ack) => this._subscribed(sub, ack),
+        (err) => {
+          if (err instanceof ReplyError && current()) {
+            // Refused (forbidden, bad_request): the subscription ends, and
+            // so does its position, which would only be refused again.
+            this._subscriptions.delete(room);
+            if (!this._isTokenRoom(room)) this._positions.delete(room);
+          }
+          throw err;
+        },
+      )
+      .finally(() => {
+        if (sub.joining === joining) sub.joining = null;
+      });
+    sub.joining = joining;
+    return joining;
+  }
+
+  _subscribed(sub, ack) {
+    const room = sub.room;
+    // Left (or subscribed anew) while the ack was on its way: nothing to record.
+    if (this._subscriptions.get(room) !== sub) return null;
+    sub.joined = true;
     if (ack.position) {
       const known = this._positions.get(room);
       if (known === undefined) this._positions.set(room, { offset: ack.position.offset, epoch: ack.position.epoch });
-      else if (ack.recovered === false) this._reset(room, ack.position);
+      if (sub.resetOnAck || ack.recovered === false) this._reset(room, ack.position);
     }
+    sub.resetOnAck = false;
     return this.position(room);
   }
 
@@ -553,7 +637,9 @@ export class Gateway {
     const ref = String(this._nextRef++);
     return new Promise((resolve, reject) => {
       const pending = { ...fields, resolve, reject, sent: false, timeoutMs: timeoutMs ?? this.options.timeoutMs };
-      pending.timer = this._timeout(ref, pending.timeoutMs);
+      // A subscription waits for the connection as long as it takes: its
+      // timeout starts when it is sent. Any other command's runs from now.
+      pending.timer = fields.kind === "subscribe" ? null : this._timeout(ref, pending.timeoutMs);
       this._pending.set(ref, pending);
       if (this.state === State.CONNECTED) this._send(ref);
       else this._queued.push(ref);
@@ -564,10 +650,24 @@ export class Gateway {
     return setTimeout(() => {
       const pending = this._pending.get(ref);
       if (!pending) return;
-      this._pending.delete(ref);
-      this._queued = this._queued.filter((r) => r !== ref);
-      pending.reject(new TimeoutError(`no reply to ${pending.kind} within ${ms} ms`));
+      this._abandon(ref, new TimeoutError(`no reply to ${pending.kind} within ${ms} ms`));
+      if (pending.kind === "subscribe" && pending.sent && this._ws) {
+        // Whether the server joined the room is unknown: start over, as
+        // centrifuge-js does; the subscription is resumed on the next connection.
+        this._dropSocket(CLOSE_NO_PONG, "subscribe timeout");
+        this._afterClose(1006, "subscribe timeout");
+      }
     }, ms);
+  }
+
+  // Fail a command that is pending (sent or not) and forget it.
+  _abandon(ref, error) {
+    const pending = this._pending.get(ref);
+    if (!pending) return;
+    this._pending.delete(ref);
+    clearTimeout(pending.timer);
+    this._queued = this._queued.filter((r) => r !== ref);
+    pending.reject(error);
   }
 
   _send(ref) {
@@ -585,8 +685,18 @@ export class Gateway {
     } else if (pending.kind === "refresh") {
       frame.token = pending.token;
     }
+    const text = JSON.stringify(frame);
+    const max = this.options.maxFrameBytes;
+    if (pending.kind === "publish" && text.length * 3 > max && utf8Length(text) > max) {
+      this._abandon(
+        ref,
+        new GatewayError("limit_exceeded", `the publish is ${utf8Length(text)} bytes, more than maxFrameBytes (${max})`),
+      );
+      return;
+    }
+    if (pending.timer === null) pending.timer = this._timeout(ref, pending.timeoutMs);
     pending.sent = true;
-    this._ws.send(JSON.stringify(frame));
+    this._ws.send(text);
   }
 
   _settle(ref, value, error) {
@@ -628,7 +738,7 @@ export class Gateway {
   async _refresh(attempt = 0) {
     let token;
     try {
-      token = await this.options.getToken();
+      token = await this.options.getToken({ refused: null });
     } catch (cause) {
       this._emit("error", new GatewayError("token", `getToken failed: ${cause?.message ?? cause}`));
       this._retryRefresh(attempt);
@@ -682,16 +792,23 @@ export class Gateway {
   _startHeartbeat(heartbeatS) {
     clearInterval(this._timers.heartbeat);
     const intervalMs = Math.max(1, Number(heartbeatS) || 25) * 1000;
-    // The server pings us; browsers hide those pings, so we ping too, and a
-    // server silent for two intervals is taken for gone.
+    // The server pings us; browsers hide those pings, so we ping too when
+    // nothing arrived for an interval, and take the server for gone when
+    // our ping stays unanswered for an interval. Only an unanswered ping
+    // counts: a hidden tab's timers fire as rarely as once a minute, and a
+    // quiet socket is not a dead one.
+    this._pingSentAt = null;
     this._timers.heartbeat = setInterval(() => {
-      if (Date.now() - this._lastFrameAt >= 2 * intervalMs) {
-        this._log("server silent for two heartbeats");
+      const now = Date.now();
+      const unanswered = this._pingSentAt !== null && this._lastFrameAt < this._pingSentAt;
+      if (unanswered && now - this._pingSentAt >= intervalMs) {
+        this._log("no answer to our ping");
         this._dropSocket(CLOSE_NO_PONG, "no pong");
         this._afterClose(1006, "no pong");
         return;
       }
-      if (Date.now() - this._lastFrameAt >= intervalMs) {
+      if (!unanswered && now - this._lastFrameAt >= intervalMs) {
+        this._pingSentAt = now;
         this._command({ kind: "ping" }).catch(() => {});
       }
     }, intervalMs);
@@ -703,13 +820,17 @@ export class Gateway {
     return this.session !== null && Array.isArray(this.session.rooms) && this.session.rooms.includes(room);
   }
 
-  _tokenRoomPositions() {
-    if (!this.session) return null;
-    let since = null;
-    for (const room of this.session.rooms ?? []) {
-      const p = this._positions.get(room);
-      if (p) (since ??= {})[room] = { offset: p.offset, epoch: p.epoch };
-    }
+  // The auth frame's positions. The server resumes the token's own rooms
+  // from theirs and ignores the rest (those are resumed by subscribe); the
+  // client cannot tell the token's rooms before its first welcome, so it
+  // sends every position it knows, the token's known rooms first, at most
+  // as many as the server takes.
+  _authSince() {
+    if (this._positions.size === 0) return null;
+    const rooms = [...this._positions.keys()];
+    rooms.sort((a, b) => Number(this._isTokenRoom(b)) - Number(this._isTokenRoom(a)));
+    const since = {};
+    for (const room of rooms.slice(0, MAX_SINCE_ROOMS)) since[room] = this.position(room);
     return since;
   }
 
@@ -733,6 +854,21 @@ export class Gateway {
   _log(...args) {
     if (this.options.debug) console.debug("[wsgate]", ...args);
   }
+}
+
+/** UTF-8 bytes of a string, without encoding it. */
+function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+      bytes += 4;
+      i += 1;
+    } else bytes += 3;
+  }
+  return bytes;
 }
 
 export default Gateway;

@@ -56,10 +56,10 @@ export async function waitFor(what, check, { timeoutMs = PATIENCE_MS, everyMs = 
   }
 }
 
-/** An HS256 token for the test secret. */
-export function token({ sub, org, roles = [], ttlS = 3600 }) {
+/** An HS256 token for the test secret (`iat` now unless given). */
+export function token({ sub, org, roles = [], ttlS = 3600, iat }) {
   const now = Math.floor(Date.now() / 1000);
-  const claims = { sub: String(sub), iat: now, exp: now + ttlS };
+  const claims = { sub: String(sub), iat: iat ?? now, exp: now + ttlS };
   if (org) claims.org_id = org;
   if (roles.length) claims.roles = roles;
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
@@ -320,12 +320,14 @@ export async function launchBrowser() {
 /**
  * A page on `origin` (a node: the client is imported from its
  * /v1/client.js) with window.client = a Gateway to `wsUrl` whose tokens come
- * from `mint()` in the test, and window.seen = every event it received.
+ * from `mint(context)` in the test (the context getToken was called with,
+ * also kept in window.tokenContexts), and window.seen = every event it
+ * received.
  */
 export async function openClient(browser, { origin, wsUrl, mint, options = {} }) {
   const page = await browser.newPage();
   page.on("pageerror", (err) => console.error("page error:", err));
-  await page.exposeFunction("mintToken", async () => mint());
+  await page.exposeFunction("mintToken", async (context) => mint(context));
   await page.goto(origin.http("/health"));
   await page.evaluate(
     async ({ wsUrl, options }) => {
@@ -336,15 +338,19 @@ export async function openClient(browser, { origin, wsUrl, mint, options = {} })
       window.resets = [];
       window.errors = [];
       window.tokensAsked = 0;
+      window.tokenContexts = [];
       const client = new module.Gateway(wsUrl, {
         ...options,
-        getToken: async () => {
+        getToken: async (context) => {
           window.tokensAsked += 1;
-          return window.mintToken();
+          window.tokenContexts.push(context);
+          return window.mintToken(context);
         },
       });
       client.on("event", (e) => window.seen.push({ room: e.room, event: e.event, data: e.data, offset: e.offset, epoch: e.epoch, from: e.from }));
-      client.on("state", (s) => window.states.push({ state: s.state, code: s.code, reason: s.reason }));
+      client.on("state", (s) =>
+        window.states.push({ state: s.state, code: s.code, reason: s.reason, willReconnect: s.willReconnect }),
+      );
       client.on("reset", (r) => window.resets.push(r));
       client.on("error", (e) => window.errors.push({ code: e.code, message: e.message }));
       window.client = client;

@@ -1,6 +1,7 @@
 // Recovery in the browser: a 1012 drain of one of two nodes while events
-// flow (the page ends with every offset exactly once), and `reset` after
-// Redis restarts without its data.
+// flow (the page ends with every offset exactly once), `reset` after Redis
+// restarts without its data, and a page reload that resumes the token's own
+// room from a stored position.
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -108,6 +109,49 @@ describe("browser recovery", () => {
     } finally {
       await node.stop();
       await redis.stop();
+    }
+  });
+
+  it("a reloaded page resumes the token's own room from its stored position, with nothing lost", async () => {
+    const node = await Node.start({ env: { WSGATE_HISTORY_NAMESPACES: "user" } });
+    try {
+      const mint = () => token({ sub: "reload" });
+      const first = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint });
+      await first.evaluate(() => window.client.connect());
+      await connected(first);
+      for (let n = 1; n <= 3; n++) await node.publish("user:reload", "before", { n });
+      await waitFor("three events", () => first.evaluate(() => window.seen.length === 3));
+      const stored = await first.evaluate(() => window.client.position("user:reload"));
+      await first.close();
+
+      // Published while no page is open.
+      for (let n = 4; n <= 6; n++) await node.publish("user:reload", "away", { n });
+
+      // The reloaded page gives the stored position back before its first
+      // connection, when it cannot know user:reload is the token's room.
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint });
+      const subscribed = page.evaluate(
+        (since) =>
+          window.client.subscribe("user:reload", { since }).then(
+            (position) => ({ position }),
+            (e) => ({ error: `${e.name} ${e.code} ${e.message}` }),
+          ),
+        stored,
+      );
+      await page.evaluate(() => window.client.connect());
+      const outcome = await subscribed;
+      assert.equal(outcome.error, undefined, "the token's room is resumed, not subscribed again");
+      assert.equal(outcome.position.epoch, stored.epoch);
+      await node.publish("user:reload", "live", { n: 7 });
+      await waitFor("the live event", () => page.evaluate(() => window.seen.some((e) => e.event === "live")));
+      const offsets = await page.evaluate(() => window.seen.map((e) => e.offset));
+      assert.deepEqual(offsets, [4, 5, 6, 7], "the missed events, once and in order, then the live one");
+      assert.deepEqual(await page.evaluate(() => window.resets), []);
+      const welcome = await page.evaluate(() => window.client.session.recovered);
+      assert.deepEqual(welcome, { "user:reload": true });
+      await page.close();
+    } finally {
+      await node.stop();
     }
   });
 });
