@@ -5,13 +5,17 @@ then on a 3-master Redis Cluster (sharded pub/sub), fan-out and targeted.
 Each run gets fresh nodes (so RSS per socket is the run's own) and publishes
 through node 0's HTTP API, which is `PUBLISH` on one Redis and `SPUBLISH` on
 the room's shard in cluster mode (a backend's plain `PUBLISH` would not reach
-cluster-mode nodes). The load tester counts every event on every socket (lost,
-duplicated, misrouted) and samples the nodes' and the Redis servers' CPU.
+cluster-mode nodes); with `--publish redis` the load tester is the backend
+instead, on one Redis: `PUBLISH`, or `FCALL wsgate_publish` with history.
+The load tester counts every event on every socket (lost, duplicated,
+misrouted) and samples the nodes' and the Redis servers' CPU.
 
     python3 loadtest/bench/scale.py                       # both modes, both scenarios (~25 min)
     python3 loadtest/bench/scale.py --sockets 6000 --modes cluster --scenarios targeted   # a quick look
     python3 loadtest/bench/scale.py --sockets 4000 --nodes 2 --modes standalone --scenarios targeted --events 40000 --history both
                                                           # Redis CPU per event, durable against plain
+    python3 loadtest/bench/scale.py --sockets 4000 --nodes 2 --modes standalone --scenarios targeted --events 40000 --history both --publish redis
+                                                          # the same with the load tester as the backend: PUBLISH against FCALL wsgate_publish
 
 It prints a markdown table for BENCHMARKS.md and keeps the raw reports in
 target/scale.json. Every process it starts is stopped on exit.
@@ -44,11 +48,16 @@ def start_nodes(count: int, redis_url: str | list[str], mode: str, durable: bool
 
 
 def run_on_fresh_nodes(count: int, redis_url: str | list[str], mode: str, scenario: list[str],
-                       redis_pids: list[int], durable: bool = False) -> dict:
+                       redis_pids: list[int], durable: bool = False, publish: str = "api") -> dict:
     """Start `count` nodes, run the load tester against them, stop them; its report."""
     procs, ports = start_nodes(count, redis_url, mode, durable)
+    if publish == "api":
+        via = ["--publish-http", f"http://127.0.0.1:{ports[0]}", "--api-key", API_KEY]
+    else:
+        # The load tester as a backend on Redis itself: PUBLISH, or FCALL wsgate_publish when durable.
+        via = ["--redis-url", redis_url if isinstance(redis_url, str) else redis_url[0]] + (["--fcall"] if durable else [])
     try:
-        return run(scenario, ports, [p.pid for p in procs], redis_pids)
+        return run(scenario + via, ports, [p.pid for p in procs], redis_pids)
     finally:
         for proc in procs:
             stop(proc)
@@ -63,9 +72,8 @@ def scenario_args(name: str, sockets: int, events: int | None) -> list[str]:
 
 
 def run(scenario: list[str], ports: list[int], node_pids: list[int], redis_pids: list[int]) -> dict:
-    """The load tester against these nodes, publishing through node 0's API; its JSON report."""
-    cmd = [str(LOADTEST), *scenario, "--connect-timeout", "30", "--timeout", "900",
-           "--secret", SECRET, "--quiet", "--publish-http", f"http://127.0.0.1:{ports[0]}", "--api-key", API_KEY]
+    """The load tester against these nodes (the scenario's arguments say how it publishes); its JSON report."""
+    cmd = [str(LOADTEST), *scenario, "--connect-timeout", "30", "--timeout", "900", "--secret", SECRET, "--quiet"]
     for port in ports:
         cmd += ["--url", f"ws://127.0.0.1:{port}"]
     for pid in node_pids:
@@ -109,8 +117,13 @@ def main() -> None:
     parser.add_argument("--scenarios", default="fanout,targeted")
     parser.add_argument("--history", default="off", choices=["off", "on", "both"],
                         help="rooms durable or not; both: each run without, then with history")
+    parser.add_argument("--publish", default="api", choices=["api", "redis"],
+                        help="api: through node 0's HTTP API; redis: the load tester on Redis itself "
+                             "(PUBLISH, or FCALL wsgate_publish with history; one Redis only)")
     parser.add_argument("--json", default=str(REPO / "target" / "scale.json"))
     args = parser.parse_args()
+    if args.publish == "redis" and args.modes != "standalone":
+        parser.error("--publish redis needs --modes standalone: a plain PUBLISH does not reach cluster-mode nodes")
     signal.signal(signal.SIGINT, cleanup)
     signal.signal(signal.SIGTERM, cleanup)
     subprocess.run(["cargo", "build", "--release", "-p", "wsgate", "-p", "wsgate-loadtest"], cwd=REPO, check=True)
@@ -131,7 +144,7 @@ def main() -> None:
                 redis.flush()
                 started = time.time()
                 report = run_on_fresh_nodes(args.nodes, url, mode, scenario_args(name, args.sockets, args.events),
-                                            pids, durable)
+                                            pids, durable, args.publish)
                 name = f"{name} (history)" if durable else name
                 results.append({"mode": mode, "label": label, "scenario": name, "report": report})
                 print(row(label, name, report), f"({time.time() - started:.0f} s)", flush=True)
