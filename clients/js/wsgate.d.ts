@@ -99,7 +99,11 @@ export interface GatewayOptions {
 export interface SubscribeOptions<T = unknown> {
   onEvent?: (event: GatewayEvent<T>) => void;
   onReset?: (reset: Reset) => void;
-  /** Resume from a stored position (e.g. after a page reload). */
+  /**
+   * Resume from a stored position (e.g. after a page reload). One the
+   * server could not take (not an integer offset ≥ 0 and the epoch string
+   * it sent) rejects with GatewayError "bad_request" and is not kept.
+   */
   since?: Position;
   timeoutMs?: number;
 }

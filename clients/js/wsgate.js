@@ -90,6 +90,13 @@ const CLOSE_NO_PONG = 4000;
 const MIN_REFRESH_DELAY_MS = 1000;
 /** Most rooms the server takes in one `since` map. */
 const MAX_SINCE_ROOMS = 1000;
+// What the server takes as a room name and an epoch (PROTOCOL.md §3, §10):
+// a position that fails these would make it refuse the whole auth frame.
+const ROOM_NAME = /^[a-z0-9_-]{1,32}:[A-Za-z0-9_.@:=+|~-]+$/;
+const MAX_ROOM_LEN = 200;
+const EPOCH = /^[A-Za-z0-9]{1,64}$/;
+// Errors after which a subscribe is tried again, not given up (§4).
+const RETRY_CODES = new Set(["internal", "rate_limited"]);
 /** Tokens refused at auth (4001 before the welcome) in a row before the client stops. */
 const MAX_REFUSED_TOKENS = 2;
 
@@ -122,8 +129,8 @@ export class Gateway {
     this._subscriptions = new Map();
     // ref → pending command { resolve, reject, timer, kind, room }.
     this._pending = new Map();
-    // Rooms with an unsubscribe in flight: their late events are dropped.
-    this._leaving = new Set();
+    // room → unsubscribes in flight: the room's late events are dropped.
+    this._leaving = new Map();
     // Commands that wait for the connection (sent on welcome).
     this._queued = [];
     this._nextRef = 1;
@@ -169,10 +176,13 @@ export class Gateway {
       globalThis.addEventListener("online", this._onOnline);
       globalThis.addEventListener("offline", this._onOffline);
     }
-    if (this._ws || this._opening || this._timers.reconnect) return;
+    if (this._ws || this._timers.reconnect) return;
     this._attempt = 0;
     this._refusedInARow = 0;
-    this._open();
+    // close() then connect() while a token is being fetched: that open
+    // goes on (it checks _wantConnected after the token came).
+    if (this._opening) this._setState(State.CONNECTING, {});
+    else this._open();
   }
 
   /** Close for good: no reconnect; pending commands reject with ClosedError. */
@@ -196,13 +206,15 @@ export class Gateway {
    */
   subscribe(room, { onEvent, onReset, since, timeoutMs } = {}) {
     room = String(room);
+    const invalid = invalidRoom(room) ?? (since ? invalidPosition(since) : null);
+    if (invalid) return Promise.reject(new GatewayError("bad_request", invalid));
     const existing = this._subscriptions.get(room);
     const sub = existing ?? { room, onEvent: null, onReset: null, joined: false, joining: null, resetOnAck: false };
     if (onEvent) sub.onEvent = onEvent;
     if (onReset) sub.onReset = onReset;
     this._subscriptions.set(room, sub);
-    if (since && since.epoch !== undefined && !this._positions.has(room)) {
-      this._positions.set(room, { offset: Number(since.offset), epoch: String(since.epoch) });
+    if (since && !this._positions.has(room)) {
+      this._positions.set(room, { offset: since.offset, epoch: since.epoch });
     }
     if (this.state === State.CONNECTED && (this._isTokenRoom(room) || sub.joined)) {
       return Promise.resolve(this.position(room));
@@ -224,7 +236,7 @@ export class Gateway {
     if (this._isTokenRoom(room)) return Promise.resolve();
     this._positions.delete(room);
     if (this.state !== State.CONNECTED) return Promise.resolve();
-    this._leaving.add(room);
+    this._leaving.set(room, (this._leaving.get(room) ?? 0) + 1);
     return this._command({ kind: "unsubscribe", room })
       .then(
         () => undefined,
@@ -236,7 +248,11 @@ export class Gateway {
           throw err;
         },
       )
-      .finally(() => this._leaving.delete(room));
+      .finally(() => {
+        const left = (this._leaving.get(room) ?? 0) - 1;
+        if (left > 0) this._leaving.set(room, left);
+        else this._leaving.delete(room);
+      });
   }
 
   /**
@@ -344,7 +360,7 @@ export class Gateway {
       if (pending.sent) {
         this._pending.delete(ref);
         clearTimeout(pending.timer);
-        if (pending.kind === "subscribe" && this._subscriptions.has(pending.room)) {
+        if (pending.kind === "subscribe" && this._subscriptions.get(pending.room) === pending.sub) {
           // The subscription outlives the socket: re-queue it (its
           // timeout starts again when it is sent).
           pending.sent = false;
@@ -362,15 +378,20 @@ export class Gateway {
       // user out: the next getToken() is told why, so it can fetch a new
       // token rather than hand back a cached one.
       this._refusedReason = reason || "unauthorized";
-      this._emit("error", new GatewayError("unauthorized", `closed with 4001: ${reason ?? ""}`));
+      const refused = new GatewayError("unauthorized", `closed with 4001: ${reason ?? ""}`);
       if (!wasConnected && ++this._refusedInARow >= MAX_REFUSED_TOKENS) {
         // getToken() keeps giving tokens the server refuses: looping would not help.
         this._wantConnected = false;
         this._stopped = true;
         this._failAll(() => new DisconnectedError(`tokens refused (4001 ${reason ?? ""}): call connect() again`));
         this._setState(State.DISCONNECTED, { code, reason, willReconnect: false });
+        this._emit("error", refused);
         return;
       }
+      this._setState(State.DISCONNECTED, { code, reason, willReconnect: true, wasConnected });
+      this._emit("error", refused);
+      this._scheduleReconnect(code);
+      return;
     }
     if (STOP_CODES.has(code) || (code === 1000 && !/heartbeat/i.test(reason ?? ""))) {
       // The server asked us not to come back at once (§4).
@@ -531,6 +552,11 @@ export class Gateway {
       }
       // recovered:true: keep ours; the missed events follow the welcome.
     }
+    // Positions of rooms this connection is not in, nor asked for, are
+    // stale: forget them rather than resend them in every auth frame.
+    for (const room of this._positions.keys()) {
+      if (!this._isTokenRoom(room) && !this._subscriptions.has(room)) this._positions.delete(room);
+    }
     this._refusedReason = null;
     this._refusedInARow = 0;
     this._scheduleRefresh(welcome.expires_at);
@@ -585,21 +611,25 @@ export class Gateway {
   _join(sub, timeoutMs) {
     const room = sub.room;
     const current = () => this._subscriptions.get(room) === sub;
-    const joining = this._command({ kind: "subscribe", room }, timeoutMs)
+    const joining = this._command({ kind: "subscribe", room, sub }, timeoutMs)
       .catch((err) => {
         if (err instanceof ReplyError && err.code === "bad_request" && this._positions.has(room) && current()) {
           // Our position is not valid there (e.g. ahead of a restored
           // Redis): join afresh and tell the app to reload.
           this._positions.delete(room);
           sub.resetOnAck = true;
-          return this._command({ kind: "subscribe", room }, timeoutMs);
+          return this._command({ kind: "subscribe", room, sub }, timeoutMs);
         }
         throw err;
       })
       .then(
         (ack) => this._subscribed(sub, ack),
         (err) => {
-          if (err instanceof ReplyError && current()) {
+          if (err instanceof ReplyError && RETRY_CODES.has(err.code) && current()) {
+            // The server could not take it now (e.g. its Redis is away):
+            // keep the subscription and its position, and try again.
+            this._retryJoin(sub);
+          } else if (err instanceof ReplyError && current()) {
             // Refused (forbidden, bad_request): the subscription ends, and
             // so does its position, which would only be refused again.
             this._subscriptions.delete(room);
@@ -615,15 +645,33 @@ export class Gateway {
     return joining;
   }
 
+  // Join `sub` again after a back-off, if it is still wanted and nothing
+  // else (a reconnect) joined it meanwhile.
+  _retryJoin(sub) {
+    sub.retries = (sub.retries ?? 0) + 1;
+    const o = this.options;
+    const cap = Math.min(o.maxReconnectDelayMs, o.minReconnectDelayMs * 2 ** Math.min(sub.retries, 30));
+    setTimeout(() => {
+      if (this._subscriptions.get(sub.room) !== sub || sub.joining || sub.joined) return;
+      if (this.state === State.CONNECTED) this._resubscribe(sub);
+    }, cap / 2 + Math.random() * (cap / 2));
+  }
+
   _subscribed(sub, ack) {
     const room = sub.room;
     // Left (or subscribed anew) while the ack was on its way: nothing to record.
     if (this._subscriptions.get(room) !== sub) return null;
     sub.joined = true;
+    sub.retries = 0;
     if (ack.position) {
+      const given = ack.position;
       const known = this._positions.get(room);
-      if (known === undefined) this._positions.set(room, { offset: ack.position.offset, epoch: ack.position.epoch });
-      if (sub.resetOnAck || ack.recovered === false) this._reset(room, ack.position);
+      if (known === undefined) this._positions.set(room, { offset: given.offset, epoch: given.epoch });
+      // Not resumed (a position given while a plain subscribe was on its
+      // way), yet the room moved on from ours: say so, as for a refusal.
+      const skipped =
+        known !== undefined && ack.recovered === undefined && (known.offset !== given.offset || known.epoch !== given.epoch);
+      if (sub.resetOnAck || ack.recovered === false || skipped) this._reset(room, given);
     }
     sub.resetOnAck = false;
     return this.position(room);
@@ -641,7 +689,8 @@ export class Gateway {
       // timeout starts when it is sent. Any other command's runs from now.
       pending.timer = fields.kind === "subscribe" ? null : this._timeout(ref, pending.timeoutMs);
       this._pending.set(ref, pending);
-      if (this.state === State.CONNECTED) this._send(ref);
+      // (CONNECTED without a socket: inside a listener called as it closed.)
+      if (this.state === State.CONNECTED && this._ws) this._send(ref);
       else this._queued.push(ref);
     });
   }
@@ -685,7 +734,14 @@ export class Gateway {
     } else if (pending.kind === "refresh") {
       frame.token = pending.token;
     }
-    const text = JSON.stringify(frame);
+    let text;
+    try {
+      text = JSON.stringify(frame);
+    } catch (cause) {
+      // e.g. a BigInt in the data: this command fails, the others go on.
+      this._abandon(ref, new GatewayError("bad_request", `cannot encode the ${pending.kind}: ${cause?.message ?? cause}`));
+      return;
+    }
     const max = this.options.maxFrameBytes;
     if (pending.kind === "publish" && text.length * 3 > max && utf8Length(text) > max) {
       this._abandon(
@@ -854,6 +910,20 @@ export class Gateway {
   _log(...args) {
     if (this.options.debug) console.debug("[wsgate]", ...args);
   }
+}
+
+/** Why the server would refuse `room` as a room name, or null. */
+function invalidRoom(room) {
+  if (room.length <= MAX_ROOM_LEN && ROOM_NAME.test(room)) return null;
+  return `invalid room name ${JSON.stringify(room.slice(0, 64))}: namespace:id, at most ${MAX_ROOM_LEN} characters`;
+}
+
+/** Why the server would refuse `since` as a position, or null. */
+function invalidPosition(since) {
+  if (Number.isSafeInteger(since.offset) && since.offset >= 0 && typeof since.epoch === "string" && EPOCH.test(since.epoch)) {
+    return null;
+  }
+  return `invalid since ${JSON.stringify(since)}: {offset: an integer ≥ 0, epoch: the string the server sent}`;
 }
 
 /** UTF-8 bytes of a string, without encoding it. */

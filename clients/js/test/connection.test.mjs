@@ -1,5 +1,5 @@
 // The connection at its edges: a hidden tab's throttled timers, a connect
-// overlapping itself, a publish too large for the server, and tokens the
+// overlapping itself (or a close), a publish too large for the server, and tokens the
 // server refuses (4001) — the client keeps or ends the connection as the
 // situation needs, and tells the app why.
 
@@ -76,6 +76,35 @@ describe("browser connection", () => {
     }
   });
 
+  it("close() then connect() during a slow getToken connects, and commands made meanwhile wait for it", async () => {
+    const node = await Node.start();
+    try {
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint: () => token({ sub: "c1" }) });
+      const outcome = await page.evaluate(() => {
+        const mintAsAsked = window.mintToken;
+        window.mintToken = async (context) => {
+          await new Promise((r) => setTimeout(r, 300));
+          return mintAsAsked(context);
+        };
+        // A framework mounting, unmounting and mounting again at once.
+        window.client.connect();
+        window.client.close();
+        window.client.connect();
+        const state = window.client.state;
+        return window.client.subscribe("user:c1").then(
+          () => ({ state, subscribe: "ok" }),
+          (e) => ({ state, subscribe: e.name }),
+        );
+      });
+      assert.deepEqual(outcome, { state: "connecting", subscribe: "ok" });
+      await connected(page);
+      assert.equal(await node.metric("wsgate_connections"), 1);
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("refuses a publish larger than the server takes, and the socket and other commands live on", async () => {
     const node = await Node.start();
     try {
@@ -130,12 +159,7 @@ describe("browser connection", () => {
       });
       await page.evaluate(() => window.client.connect());
       await connected(page);
-      const response = await fetch(node.http("/api/v1/disconnect"), {
-        method: "POST",
-        headers: { authorization: `Bearer ${node.apiKey}`, "content-type": "application/json" },
-        body: JSON.stringify({ user: "r1", reason: "banned", revoke: true }),
-      });
-      assert.equal(response.status, 202);
+      await node.disconnect("r1", { reason: "banned", revoke: true });
       await waitFor("a second welcome", () => page.evaluate(() => window.client.stats.connects === 2));
       const seen = await page.evaluate(() => ({ contexts: window.tokenContexts, errors: window.errors }));
       assert.equal(seen.contexts.length, 2);
@@ -163,11 +187,7 @@ describe("browser connection", () => {
       });
       await page.evaluate(() => window.client.connect());
       await connected(page);
-      await fetch(node.http("/api/v1/disconnect"), {
-        method: "POST",
-        headers: { authorization: `Bearer ${node.apiKey}`, "content-type": "application/json" },
-        body: JSON.stringify({ user: "r2", revoke: true }),
-      });
+      await node.disconnect("r2", { revoke: true });
       await waitFor("the client to stop", () =>
         page.evaluate(() => window.states.some((s) => s.code === 4001 && s.willReconnect === false)),
       );

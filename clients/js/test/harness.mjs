@@ -203,6 +203,16 @@ export class Node {
     return (await response.json()).data;
   }
 
+  /** POST /api/v1/disconnect: close the user's sockets with 4001 (`revoke`: and refuse its tokens so far). */
+  async disconnect(user, { reason, revoke = false } = {}) {
+    const response = await fetch(this.http("/api/v1/disconnect"), {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ user, reason, revoke }),
+    });
+    if (response.status !== 202) throw new Error(`disconnect answered ${response.status}: ${await response.text()}`);
+  }
+
   /** A sample's value; a bare name sums every label set (`wsgate_connections`). */
   async metric(sample) {
     const text = await (await fetch(this.http("/metrics"))).text();

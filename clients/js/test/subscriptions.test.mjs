@@ -1,11 +1,13 @@
 // Subscriptions the app asked for, at the edges: one made while offline
 // waits past its timeout, one cancelled before it was sent never joins,
-// events that were on their way when the app left are not handed over, and
-// a refused position is not kept (nor resent).
+// events that were on their way when the app left are not handed over, a
+// refused position is not kept (nor resent), a corrupt one is refused before
+// it can spoil the auth frame, `internal` is retried, a position passed by
+// the room is a reset, and one command that cannot be encoded fails alone.
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Node, connected, launchBrowser, openClient, token, waitFor } from "./harness.mjs";
+import { Node, Redis, connected, launchBrowser, openClient, token, waitFor } from "./harness.mjs";
 
 const HISTORY = { WSGATE_HISTORY_NAMESPACES: "user,chat" };
 const mint = () => token({ sub: "s1", org: "acme", roles: ["support"] });
@@ -143,6 +145,116 @@ describe("browser subscriptions", () => {
         (await page.evaluate(() => window.seen)).find((e) => e.room === "chat:ahead"),
       );
       assert.equal(got.offset, 2);
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("refuses a corrupt stored position or a bad room name itself, and the client still connects", async () => {
+    const node = await Node.start({ env: HISTORY });
+    try {
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint });
+      const refusals = await page.evaluate(() => {
+        // Bounded: refused here, they must not wait for a connection.
+        const waiting = () => new Promise((resolve) => setTimeout(() => resolve("waiting"), 2000));
+        const outcome = (promise) =>
+          Promise.race([promise.then(() => "subscribed", (e) => `${e.name} ${e.code}`), waiting()]);
+        return Promise.all([
+          outcome(window.client.subscribe("chat:stored", { since: { offset: undefined, epoch: "1" } })),
+          outcome(window.client.subscribe("chat:stored", { since: { offset: 3, epoch: "" } })),
+          outcome(window.client.subscribe("Chat Room", {})),
+        ]);
+      });
+      assert.deepEqual(refusals, Array(3).fill("GatewayError bad_request"));
+      await page.evaluate(() => window.client.connect());
+      await connected(page);
+      const after = await page.evaluate(() => ({
+        connects: window.client.stats.connects,
+        positions: Object.keys(window.client.positions()),
+        closes: window.states.filter((s) => s.code !== undefined).length,
+      }));
+      assert.deepEqual(after, { connects: 1, positions: ["user:s1"], closes: 0 });
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("keeps a subscription the server could not take yet (internal) and joins it when it can", async () => {
+    const redis = await Redis.start();
+    const node = await Node.start({ redis, env: HISTORY });
+    try {
+      const page = await openClient(browser, {
+        origin: node,
+        wsUrl: node.wsUrl,
+        mint,
+        options: { minReconnectDelayMs: 200, maxReconnectDelayMs: 1000 },
+      });
+      await page.evaluate(() => window.client.connect());
+      await connected(page);
+      await redis.kill();
+      const refused = await page.evaluate(() =>
+        window.client.subscribe("chat:later").then(
+          () => "subscribed",
+          (e) => `${e.name} ${e.code}`,
+        ),
+      );
+      assert.equal(refused, "ReplyError internal");
+      await redis.boot();
+      await waitFor("the node ready again", async () => (await fetch(node.http("/ready"))).status === 200);
+      await waitFor("the subscription joined", async () => {
+        await node.publish("chat:later", "hello", {});
+        return page.evaluate(() => window.seen.some((e) => e.room === "chat:later"));
+      });
+      assert.ok(await page.evaluate(() => window.client.position("chat:later")), "the room is tracked");
+      await page.close();
+    } finally {
+      await node.stop();
+      await redis.stop();
+    }
+  });
+
+  it("a position given while a plain subscribe is on its way, and passed by the room, is reported as a reset", async () => {
+    const node = await Node.start({ env: HISTORY });
+    try {
+      let published;
+      for (let n = 1; n <= 3; n++) published = await node.publish("chat:passed", "before", { n });
+      const epoch = published.positions["chat:passed"].epoch;
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint });
+      await page.evaluate(() => window.client.connect());
+      await connected(page);
+      const position = await page.evaluate((epoch) => {
+        window.client.subscribe("chat:passed");
+        return window.client.subscribe("chat:passed", { since: { offset: 1, epoch } });
+      }, epoch);
+      assert.deepEqual(position, { offset: 3, epoch });
+      const resets = await page.evaluate(() => window.resets.map((r) => r.room));
+      assert.deepEqual(resets, ["chat:passed"], "events 2 and 3 were not delivered: the app is told");
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("a queued publish that cannot be encoded fails alone; the subscribe queued behind it joins", async () => {
+    const node = await Node.start({ env: HISTORY });
+    try {
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint });
+      const outcomes = await page.evaluate(() => {
+        // Bounded: a command stranded by the failure would never settle.
+        const stranded = () => new Promise((resolve) => setTimeout(() => resolve("never settled"), 10000));
+        const outcome = (promise) =>
+          Promise.race([promise.then(() => "done", (e) => `${e.name} ${e.code}`), stranded()]);
+        const queued = [
+          outcome(window.client.publish("chat:q", "big", { n: 1n })),
+          outcome(window.client.subscribe("chat:q")),
+        ];
+        window.client.connect();
+        return Promise.all(queued);
+      });
+      assert.deepEqual(outcomes, ["GatewayError bad_request", "done"]);
+      assert.equal(await page.evaluate(() => window.client.stats.connects), 1);
       await page.close();
     } finally {
       await node.stop();
