@@ -25,6 +25,14 @@ fn on_cluster(cluster: &RedisCluster) -> NodeOptions {
         .env("WSGATE_PRESENCE_NAMESPACES", "org")
 }
 
+/// How many times the node's log says it re-subscribed every room.
+fn resubscribes(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("every live room re-subscribed")
+        .count()
+}
+
 fn event(i: u64) -> String {
     json!({"event": "e", "data": {"i": i}}).to_string()
 }
@@ -247,7 +255,8 @@ async fn a_failover_to_the_replica_is_followed_with_nothing_lost() {
 #[tokio::test]
 async fn a_migrated_slot_is_followed_with_nothing_lost() {
     let cluster = RedisCluster::start(3).await;
-    let node = Node::start(on_cluster(&cluster)).await;
+    let log = common::temp_dir("migrated-slot").join("node.log");
+    let node = Node::start(on_cluster(&cluster).env("WSGATE_LOG", "info").log_to(&log)).await;
     let (room, channel) = ("org:acme", "gw:org:acme");
     let mut client = Resumer::new(token("1", Some("acme"), &[], 3600));
     client.connect(&node.ws_url()).await.unwrap();
@@ -258,6 +267,11 @@ async fn a_migrated_slot_is_followed_with_nothing_lost() {
 
     let from = cluster.owner(channel).await;
     let to = (from + 1) % 3;
+    let mut loads = Vec::new();
+    for i in 0..3 {
+        loads.push(cluster.function_loads(i).await);
+    }
+    let resubscribed = resubscribes(&log);
     cluster.move_slot(channel, to).await;
     // Published on the new owner before the node has re-subscribed there:
     // the node's repair after re-subscribing delivers them.
@@ -278,11 +292,67 @@ async fn a_migrated_slot_is_followed_with_nothing_lost() {
         0,
         "nothing left on the old owner"
     );
+    // The node's own re-subscribe after it saw the move (fred may have
+    // followed the slot already): a library load would have come before it.
+    wait_for("the node to re-subscribe after the move", || async {
+        resubscribes(&log) > resubscribed
+    })
+    .await;
+    for (i, before) in loads.into_iter().enumerate() {
+        assert_eq!(
+            cluster.function_loads(i).await,
+            before,
+            "a slot moved between the same primaries loads no library again"
+        );
+    }
     for i in 7..=9 {
         assert_eq!(api_publish(&node, room, i).await, Some(i));
     }
     assert_eq!(client.read_until(room, 9).await, Stop::Reached);
     assert_eq!(client.ledger.room(room).audit(9), CLEAN);
+    assert_eq!(client.welcomes, 1, "it stayed connected throughout");
+}
+
+#[tokio::test]
+async fn a_slot_moved_to_a_new_master_gets_the_libraries_and_keeps_its_history() {
+    let mut cluster = RedisCluster::start(3).await;
+    let log = common::temp_dir("new-master").join("node.log");
+    let node = Node::start(on_cluster(&cluster).env("WSGATE_LOG", "info").log_to(&log)).await;
+    let (room, channel) = ("org:acme", "gw:org:acme");
+    let mut client = Resumer::new(token("1", Some("acme"), &[], 3600));
+    client.connect(&node.ws_url()).await.unwrap();
+    for i in 1..=3 {
+        assert_eq!(api_publish(&node, room, i).await, Some(i));
+    }
+    assert_eq!(client.read_until(room, 3).await, Stop::Reached);
+
+    // A shard added to scale out starts with no function library.
+    let added = cluster.add_master().await;
+    assert_eq!(cluster.function_loads(added).await, 0);
+    let resubscribed = resubscribes(&log);
+    cluster.move_slot(channel, added).await;
+    wait_for("the node to subscribe on the new master", || {
+        let cluster = &cluster;
+        async move { cluster.shard_numsub(added, channel).await == 1 }
+    })
+    .await;
+    wait_for("the node to re-subscribe after the move", || async {
+        resubscribes(&log) > resubscribed
+    })
+    .await;
+    assert!(
+        cluster.function_loads(added).await >= 1,
+        "the node loaded its libraries there"
+    );
+    for i in 4..=6 {
+        assert_eq!(
+            cluster.fcall_publish(room, &event(i)).await,
+            Ok(i),
+            "a backend's FCALL works on the new master, and the offsets continue"
+        );
+    }
+    assert_eq!(client.read_until(room, 6).await, Stop::Reached);
+    assert_eq!(client.ledger.room(room).audit(6), CLEAN);
     assert_eq!(client.welcomes, 1, "it stayed connected throughout");
 }
 

@@ -112,6 +112,40 @@ impl RedisCluster {
         )
     }
 
+    /// Start one more master, empty (no slots), and join it to the cluster;
+    /// its index.
+    pub async fn add_master(&mut self) -> usize {
+        let i = self.ports.len();
+        self.ports.push(free_port());
+        self.bus_ports.push(free_port());
+        self.dirs.push(temp_dir("cluster"));
+        let child = self.spawn(i);
+        self.children.push(Some(child));
+        wait_pong(self.ports[i]).await;
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", self.ports[i]))
+            .arg(format!("127.0.0.1:{}", self.ports[0]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli must be installed (.ci/run installs it)");
+        assert!(status.success(), "redis-cli --cluster add-node failed");
+        self.wait_ok().await;
+        i
+    }
+
+    /// `FUNCTION LOAD` calls master `i` has served (INFO commandstats).
+    pub async fn function_loads(&self, i: usize) -> u64 {
+        let info = self.cmd(i, &["INFO", "commandstats"]).await;
+        info.lines()
+            .find_map(|line| line.strip_prefix("cmdstat_function|load:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Every node reports `cluster_state:ok` and knows every master.
     pub async fn wait_ok(&self) {
         for &port in &self.ports {

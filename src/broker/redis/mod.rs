@@ -299,6 +299,10 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
     broker_up.set(0.0);
     let mut reconnects = shared.subscriber.reconnect_rx();
     let mut resubscribe = true;
+    // After a (re)connect or a new primary, which may have neither library.
+    // A slot moved between the same primaries needs no FUNCTION LOAD: its
+    // re-subscribe then waits on nothing the publishing connection does.
+    let mut load_libraries = true;
     let mut ever_up = false;
     let mut topology = Topology::default();
     loop {
@@ -308,12 +312,16 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
                 tracing::warn!("redis connection lost; clients stay connected, reconnecting");
             }
             resubscribe = true;
+            load_libraries = true;
         } else if resubscribe || !shared.up.load(Ordering::SeqCst) {
-            shared.load_library().await;
-            shared.load_presence_library().await;
+            if load_libraries {
+                // Independent of each other: one slow primary costs one timeout, not two.
+                tokio::join!(shared.load_library(), shared.load_presence_library());
+            }
             match shared.resubscribe_all().await {
                 Ok(channels) => {
                     resubscribe = false;
+                    load_libraries = false;
                     if shared.sharded {
                         topology.baseline(&shared.subscriber);
                     }
@@ -337,15 +345,34 @@ async fn supervise(shared: Arc<Shared>, sink: Arc<dyn EventSink>) {
         tokio::select! {
             _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
             received = reconnects.recv() => match received {
-                Ok(_) | Err(RecvError::Lagged(_)) => resubscribe = true,
+                Ok(_) | Err(RecvError::Lagged(_)) => (resubscribe, load_libraries) = (true, true),
                 Err(RecvError::Closed) => return,
             },
         }
-        if shared.sharded && shared.up.load(Ordering::SeqCst) && topology.moved(&shared.subscriber).await {
-            tracing::warn!("redis cluster slots moved; re-subscribing every room");
-            resubscribe = true;
+        if shared.sharded && shared.up.load(Ordering::SeqCst) {
+            if let Some(moved) = topology.moved(&shared.subscriber).await {
+                tracing::warn!(
+                    new_primaries = moved.new_primaries,
+                    "redis cluster slots moved; re-subscribing every room"
+                );
+                // The publishing connection routes by its own copy of the
+                // slot map: bring it up to date too, rather than leave it to
+                // follow MOVED and ASK replies one command at a time.
+                if let Err(error) = shared.with_timeout(shared.publisher.sync_cluster()).await {
+                    tracing::warn!(%error, "cannot re-read the slot map for publishing");
+                }
+                resubscribe = true;
+                load_libraries |= moved.new_primaries;
+            }
         }
     }
+}
+
+/// What a re-read of the slot map found changed.
+struct SlotsMoved {
+    /// A primary owns slots that no primary at that address owned before:
+    /// it may not have the function libraries yet.
+    new_primaries: bool,
 }
 
 /// The cluster's slot map as last seen, read every [`TOPOLOGY_EVERY`].
@@ -363,24 +390,31 @@ impl Topology {
         self.checked = Some(tokio::time::Instant::now());
     }
 
-    /// Re-read the slot map (when due); true when a slot changed owner since
+    /// Re-read the slot map (when due); Some when a slot changed owner since
     /// the last read.
-    async fn moved(&mut self, subscriber: &Client) -> bool {
+    async fn moved(&mut self, subscriber: &Client) -> Option<SlotsMoved> {
         let now = tokio::time::Instant::now();
         if self.checked.is_some_and(|at| now.duration_since(at) < TOPOLOGY_EVERY) {
-            return false;
+            return None;
         }
         self.checked = Some(now);
         if let Err(error) = subscriber.sync_cluster().await {
             tracing::debug!(%error, "cannot read the cluster's slot map");
-            return false;
+            return None;
         }
         let slots = Self::read(subscriber);
-        let moved = !self.slots.is_empty() && !slots.is_empty() && self.slots != slots;
-        if !slots.is_empty() {
-            self.slots = slots;
+        if slots.is_empty() {
+            return None;
         }
+        let moved = (!self.slots.is_empty() && self.slots != slots).then(|| SlotsMoved {
+            new_primaries: !Self::primaries(&slots).is_subset(&Self::primaries(&self.slots)),
+        });
+        self.slots = slots;
         moved
+    }
+
+    fn primaries(slots: &[(u16, u16, String)]) -> HashSet<&str> {
+        slots.iter().map(|(_, _, primary)| primary.as_str()).collect()
     }
 
     fn read(subscriber: &Client) -> Vec<(u16, u16, String)> {
