@@ -25,6 +25,24 @@ fn on_cluster(cluster: &RedisCluster) -> NodeOptions {
         .env("WSGATE_PRESENCE_NAMESPACES", "org")
 }
 
+/// A node on `cluster` logging (info) to a file, and a resuming client that
+/// has received offsets 1-3 of `room`, published through the node's API.
+async fn logged_node_with_three_events(
+    cluster: &RedisCluster,
+    name: &str,
+    room: &str,
+) -> (Node, std::path::PathBuf, Resumer) {
+    let log = common::temp_dir(name).join("node.log");
+    let node = Node::start(on_cluster(cluster).env("WSGATE_LOG", "info").log_to(&log)).await;
+    let mut client = Resumer::new(token("1", Some("acme"), &[], 3600));
+    client.connect(&node.ws_url()).await.unwrap();
+    for i in 1..=3 {
+        assert_eq!(api_publish(&node, room, i).await, Some(i));
+    }
+    assert_eq!(client.read_until(room, 3).await, Stop::Reached);
+    (node, log, client)
+}
+
 /// How many times the node's log says it re-subscribed every room.
 fn resubscribes(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log)
@@ -255,15 +273,8 @@ async fn a_failover_to_the_replica_is_followed_with_nothing_lost() {
 #[tokio::test]
 async fn a_migrated_slot_is_followed_with_nothing_lost() {
     let cluster = RedisCluster::start(3).await;
-    let log = common::temp_dir("migrated-slot").join("node.log");
-    let node = Node::start(on_cluster(&cluster).env("WSGATE_LOG", "info").log_to(&log)).await;
     let (room, channel) = ("org:acme", "gw:org:acme");
-    let mut client = Resumer::new(token("1", Some("acme"), &[], 3600));
-    client.connect(&node.ws_url()).await.unwrap();
-    for i in 1..=3 {
-        assert_eq!(api_publish(&node, room, i).await, Some(i));
-    }
-    assert_eq!(client.read_until(room, 3).await, Stop::Reached);
+    let (node, log, mut client) = logged_node_with_three_events(&cluster, "migrated-slot", room).await;
 
     let from = cluster.owner(channel).await;
     let to = (from + 1) % 3;
@@ -316,15 +327,8 @@ async fn a_migrated_slot_is_followed_with_nothing_lost() {
 #[tokio::test]
 async fn a_slot_moved_to_a_new_master_gets_the_libraries_and_keeps_its_history() {
     let mut cluster = RedisCluster::start(3).await;
-    let log = common::temp_dir("new-master").join("node.log");
-    let node = Node::start(on_cluster(&cluster).env("WSGATE_LOG", "info").log_to(&log)).await;
     let (room, channel) = ("org:acme", "gw:org:acme");
-    let mut client = Resumer::new(token("1", Some("acme"), &[], 3600));
-    client.connect(&node.ws_url()).await.unwrap();
-    for i in 1..=3 {
-        assert_eq!(api_publish(&node, room, i).await, Some(i));
-    }
-    assert_eq!(client.read_until(room, 3).await, Stop::Reached);
+    let (node, log, mut client) = logged_node_with_three_events(&cluster, "new-master", room).await;
 
     // A shard added to scale out starts with no function library.
     let added = cluster.add_master().await;
