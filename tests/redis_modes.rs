@@ -328,7 +328,7 @@ async fn a_migrated_slot_is_followed_with_nothing_lost() {
 async fn a_slot_moved_to_a_new_master_gets_the_libraries_and_keeps_its_history() {
     let mut cluster = RedisCluster::start(3).await;
     let (room, channel) = ("org:acme", "gw:org:acme");
-    let (node, log, mut client) = logged_node_with_three_events(&cluster, "new-master", room).await;
+    let (_node, log, mut client) = logged_node_with_three_events(&cluster, "new-master", room).await;
 
     // A shard added to scale out starts with no function library.
     let added = cluster.add_master().await;
