@@ -331,7 +331,7 @@ export class Gateway {
     }, this.options.timeoutMs);
     ws.onopen = () => {
       const auth = { type: "auth", token };
-      const since = this._authSince();
+      const since = this._authSince(this.options.maxFrameBytes - utf8Length(token) - 64);
       if (since) auth.since = since;
       ws.send(JSON.stringify(auth));
     };
@@ -880,13 +880,21 @@ export class Gateway {
   // from theirs and ignores the rest (those are resumed by subscribe); the
   // client cannot tell the token's rooms before its first welcome, so it
   // sends every position it knows, the token's known rooms first, at most
-  // as many as the server takes.
-  _authSince() {
+  // as many as the server takes and as fit in `budget` bytes (a bigger
+  // frame would be closed with 1009 on every attempt).
+  _authSince(budget) {
     if (this._positions.size === 0) return null;
     const rooms = [...this._positions.keys()];
     rooms.sort((a, b) => Number(this._isTokenRoom(b)) - Number(this._isTokenRoom(a)));
     const since = {};
-    for (const room of rooms.slice(0, MAX_SINCE_ROOMS)) since[room] = this.position(room);
+    let bytes = 2;
+    for (const room of rooms.slice(0, MAX_SINCE_ROOMS)) {
+      const position = this.position(room);
+      // Room names and epochs are ASCII (checked when they were given).
+      bytes += room.length + JSON.stringify(position).length + 4;
+      if (bytes > budget) break;
+      since[room] = position;
+    }
     return since;
   }
 

@@ -260,4 +260,28 @@ describe("browser subscriptions", () => {
       await node.stop();
     }
   });
+
+  it("keeps the auth frame under the frame limit however many positions it knows", async () => {
+    const node = await Node.start({ env: { ...HISTORY, WSGATE_MAX_FRAME_BYTES: "4096" } });
+    try {
+      const page = await openClient(browser, { origin: node, wsUrl: node.wsUrl, mint, options: { maxFrameBytes: 4096 } });
+      // Sixty stored positions of long room names: about 6 KB of them.
+      await page.evaluate(() => {
+        for (let i = 0; i < 60; i++) {
+          const room = `chat:stored-${"x".repeat(50)}-${i}`;
+          window.client.subscribe(room, { since: { offset: 1, epoch: "1" } }).catch(() => {});
+        }
+        window.client.connect();
+      });
+      await connected(page);
+      const after = await page.evaluate(() => ({
+        connects: window.client.stats.connects,
+        tooBig: window.states.some((s) => s.code === 1009),
+      }));
+      assert.deepEqual(after, { connects: 1, tooBig: false });
+      await page.close();
+    } finally {
+      await node.stop();
+    }
+  });
 });
