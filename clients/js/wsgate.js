@@ -373,12 +373,14 @@ export class Gateway {
       }
     }
     if (!this._wantConnected) return;
+    // Emitted once the state says what happens next, so a listener sees it.
+    let refused = null;
     if (code === 4001) {
       // The token expired, was refused or revoked, or the server logged the
       // user out: the next getToken() is told why, so it can fetch a new
       // token rather than hand back a cached one.
       this._refusedReason = reason || "unauthorized";
-      const refused = new GatewayError("unauthorized", `closed with 4001: ${reason ?? ""}`);
+      refused = new GatewayError("unauthorized", `closed with 4001: ${reason ?? ""}`);
       if (!wasConnected && ++this._refusedInARow >= MAX_REFUSED_TOKENS) {
         // getToken() keeps giving tokens the server refuses: looping would not help.
         this._wantConnected = false;
@@ -388,10 +390,6 @@ export class Gateway {
         this._emit("error", refused);
         return;
       }
-      this._setState(State.DISCONNECTED, { code, reason, willReconnect: true, wasConnected });
-      this._emit("error", refused);
-      this._scheduleReconnect(code);
-      return;
     }
     if (STOP_CODES.has(code) || (code === 1000 && !/heartbeat/i.test(reason ?? ""))) {
       // The server asked us not to come back at once (§4).
@@ -404,6 +402,7 @@ export class Gateway {
     }
     if (code === 1012) this._attempt = 0;
     this._setState(State.DISCONNECTED, { code, reason, willReconnect: true, wasConnected });
+    if (refused) this._emit("error", refused);
     this._scheduleReconnect(code);
   }
 
@@ -414,11 +413,17 @@ export class Gateway {
     const cap =
       code === 1012 && this._attempt === 0
         ? o.drainReconnectDelayMs
-        : Math.min(o.maxReconnectDelayMs, o.minReconnectDelayMs * 2 ** Math.min(this._attempt, 30));
+        : this._backoffCap(this._attempt);
     this._attempt += 1;
     const delay = Math.random() * cap;
     this._log("reconnect in", Math.round(delay), "ms");
     this._timers.reconnect = setTimeout(() => this._open(), delay);
+  }
+
+  /** The exponential back-off's bound before the `attempt`-th retry: min·2^attempt, at most max. */
+  _backoffCap(attempt) {
+    const o = this.options;
+    return Math.min(o.maxReconnectDelayMs, o.minReconnectDelayMs * 2 ** Math.min(attempt, 30));
   }
 
   _online() {
@@ -545,7 +550,7 @@ export class Gateway {
         this._positions.set(room, { offset: given.offset, epoch: given.epoch });
       } else if (recovered[room] === false) {
         this._reset(room, given);
-      } else if (recovered[room] === undefined && (known.offset !== given.offset || known.epoch !== given.epoch)) {
+      } else if (recovered[room] === undefined && !samePosition(known, given)) {
         // Not resumed, yet the room moved on from our position: say so
         // rather than continue past a gap.
         this._reset(room, given);
@@ -649,8 +654,7 @@ export class Gateway {
   // else (a reconnect) joined it meanwhile.
   _retryJoin(sub) {
     sub.retries = (sub.retries ?? 0) + 1;
-    const o = this.options;
-    const cap = Math.min(o.maxReconnectDelayMs, o.minReconnectDelayMs * 2 ** Math.min(sub.retries, 30));
+    const cap = this._backoffCap(sub.retries);
     setTimeout(() => {
       if (this._subscriptions.get(sub.room) !== sub || sub.joining || sub.joined) return;
       if (this.state === State.CONNECTED) this._resubscribe(sub);
@@ -669,8 +673,7 @@ export class Gateway {
       if (known === undefined) this._positions.set(room, { offset: given.offset, epoch: given.epoch });
       // Not resumed (a position given while a plain subscribe was on its
       // way), yet the room moved on from ours: say so, as for a refusal.
-      const skipped =
-        known !== undefined && ack.recovered === undefined && (known.offset !== given.offset || known.epoch !== given.epoch);
+      const skipped = known !== undefined && ack.recovered === undefined && !samePosition(known, given);
       if (sub.resetOnAck || ack.recovered === false || skipped) this._reset(room, given);
     }
     sub.resetOnAck = false;
@@ -918,6 +921,10 @@ export class Gateway {
   _log(...args) {
     if (this.options.debug) console.debug("[wsgate]", ...args);
   }
+}
+
+function samePosition(a, b) {
+  return a.offset === b.offset && a.epoch === b.epoch;
 }
 
 /** Why the server would refuse `room` as a room name, or null. */

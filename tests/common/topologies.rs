@@ -44,6 +44,19 @@ pub fn last_integer(reply: &str) -> i64 {
 
 // ---------------------------------------------------------------- cluster
 
+/// `redis-cli --cluster <args>`, which must succeed.
+async fn redis_cli_cluster(args: &[String]) {
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .expect("redis-cli must be installed (.ci/run installs it)");
+    assert!(status.success(), "redis-cli --cluster {} failed", args[0]);
+}
+
 /// A Redis Cluster of masters without replicas, on free ports; killed on drop.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
@@ -70,17 +83,10 @@ impl RedisCluster {
         for &port in &cluster.ports {
             wait_pong(port).await;
         }
-        let addresses: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let status = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .expect("redis-cli must be installed (.ci/run installs it)");
-        assert!(status.success(), "redis-cli --cluster create failed");
+        let mut args = vec!["create".to_string()];
+        args.extend(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        redis_cli_cluster(&args).await;
         cluster.wait_ok().await;
         cluster
     }
@@ -112,9 +118,9 @@ impl RedisCluster {
         )
     }
 
-    /// Start one more master, empty (no slots), and join it to the cluster;
+    /// Start one more cluster-enabled redis-server, not yet in the cluster;
     /// its index.
-    pub async fn add_master(&mut self) -> usize {
+    async fn start_another(&mut self) -> usize {
         let i = self.ports.len();
         self.ports.push(free_port());
         self.bus_ports.push(free_port());
@@ -122,16 +128,19 @@ impl RedisCluster {
         let child = self.spawn(i);
         self.children.push(Some(child));
         wait_pong(self.ports[i]).await;
-        let status = Command::new("redis-cli")
-            .args(["--cluster", "add-node"])
-            .arg(format!("127.0.0.1:{}", self.ports[i]))
-            .arg(format!("127.0.0.1:{}", self.ports[0]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .expect("redis-cli must be installed (.ci/run installs it)");
-        assert!(status.success(), "redis-cli --cluster add-node failed");
+        i
+    }
+
+    /// Start one more master, empty (no slots), and join it to the cluster;
+    /// its index.
+    pub async fn add_master(&mut self) -> usize {
+        let i = self.start_another().await;
+        redis_cli_cluster(&[
+            "add-node".to_string(),
+            format!("127.0.0.1:{}", self.ports[i]),
+            format!("127.0.0.1:{}", self.ports[0]),
+        ])
+        .await;
         self.wait_ok().await;
         i
     }
@@ -283,26 +292,18 @@ impl RedisCluster {
     /// Add a replica of master `i` (`redis-cli --cluster add-node
     /// --cluster-slave`); its index among `ports`, once it is in sync.
     pub async fn add_replica(&mut self, i: usize) -> usize {
-        let replica = self.ports.len();
-        self.ports.push(free_port());
-        self.bus_ports.push(free_port());
-        self.dirs.push(temp_dir("cluster"));
-        let child = self.spawn(replica);
-        self.children.push(Some(child));
-        wait_pong(self.ports[replica]).await;
+        let replica = self.start_another().await;
         let master_id = self.cmd(i, &["CLUSTER", "MYID"]).await;
         let master_id = master_id.lines().nth(1).unwrap_or_default().trim().to_string();
-        let status = Command::new("redis-cli")
-            .args(["--cluster", "add-node"])
-            .arg(format!("127.0.0.1:{}", self.ports[replica]))
-            .arg(format!("127.0.0.1:{}", self.ports[i]))
-            .args(["--cluster-slave", "--cluster-master-id", &master_id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .expect("redis-cli");
-        assert!(status.success(), "redis-cli --cluster add-node failed");
+        redis_cli_cluster(&[
+            "add-node".to_string(),
+            format!("127.0.0.1:{}", self.ports[replica]),
+            format!("127.0.0.1:{}", self.ports[i]),
+            "--cluster-slave".to_string(),
+            "--cluster-master-id".to_string(),
+            master_id,
+        ])
+        .await;
         let port = self.ports[replica];
         wait_for("the replica to sync with its master", || async move {
             let info = resp(port, &["INFO", "replication"]).await.unwrap_or_default();
